@@ -1,0 +1,275 @@
+"""Brownian increments that adaptive steps may query, shrink and re-query without bias.
+
+An adaptive SDE solver asks its Brownian motion for the increment over a proposed step, and may
+then reject the step. Drawing fresh noise for the retry biases the solution: acceptance depends on
+the noise, so redrawing selects it (Rackauckas & Nie 2017). The solver must instead ask questions
+of one fixed path per sample. This module provides two such paths behind one narrow interface:
+
+* :class:`BrownianRegister`: one path per sample, every sample on its own time grid. It keeps, per
+  sample, a stack of *pending* intervals whose increments are known but not yet consumed (the
+  unused part of rejected steps). A query inside the top interval is answered with a Brownian
+  bridge, ``N(q dW, q (1 - q) L)`` for the fraction ``q`` of an interval of length ``L`` with
+  increment ``dW``; a query with nothing pending draws fresh noise. Querying never commits: a
+  rejected query leaves the path refined, an accepted one pops the consumed interval.
+* :class:`TorchsdeBrownian`: wraps a torchsde ``BrownianInterval`` / ``BrownianTree`` /
+  ``BrownianPath`` (one time grid shared by the batch), which is consistent under re-queries by
+  construction.
+
+Both report a *horizon* per sample: the end of the nearest pending interval. The integration loop
+never steps past it, so later steps land exactly on the end times of rejected steps, which Foster
+& Jelinčič (2023, arXiv:2311.14201) show is needed for convergence with non-commutative noise.
+
+The register's random numbers are counter-based (:mod:`adaptive_sde._random`): a sample's path is
+a function of the seed, its sample id and its own queries, never of the rest of the batch.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from adaptive_sde import _random
+
+_BROWNIAN_TAG = 0x42524F574E49414E  # "BROWNIAN"
+_INITIAL_DEPTH = 8
+
+
+@runtime_checkable
+class BrownianSource(Protocol):
+    """What the integration loop needs from a Brownian motion.
+
+    ``rows`` is a LongTensor of the batch rows being stepped, or ``None`` for all of them. Times
+    are tensors of shape ``(len(rows),)``; every row's ``t`` is its last committed time.
+    """
+
+    brownian_size: int
+    per_sample: bool
+
+    def horizon(self, rows: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
+        """End time of each row's nearest pending interval (``+inf`` when none)."""
+        ...
+
+    def increment(
+        self, rows: torch.Tensor | None, t: torch.Tensor, t_next: torch.Tensor
+    ) -> torch.Tensor:
+        """W(t_next) - W(t) for each row, shape (n, brownian_size); requires t_next <= horizon."""
+        ...
+
+    def commit(self, rows: torch.Tensor | None, accepted: torch.Tensor) -> None:
+        """Consume the last queried interval of the rows where ``accepted`` is true."""
+        ...
+
+
+def _take(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    return x if rows is None else x[rows]
+
+
+class BrownianRegister:
+    """One Brownian path per sample, each on its own adaptive time grid, reusable on rejection.
+
+    **Arguments:**
+
+    - ``batch_size``, ``brownian_size``: the shape ``(batch, m)`` of an increment.
+    - ``seed``: an ``int`` or a ``torch.Generator`` (one integer is drawn from it). ``None`` draws
+      the seed from PyTorch's global generator, so ``torch.manual_seed`` makes runs repeatable.
+    - ``sample_ids``: the id of each row, shape ``(batch,)``; defaults to ``arange(batch)``. A
+      sample's path depends only on ``(seed, sample id)`` and the times it is queried at, so
+      solving sample ``i`` alone with ``sample_ids=[i]`` reproduces its row of a batch solve.
+    - ``dtype``, ``device``: of the increments; times are kept in ``time_dtype``.
+
+    The attribute ``w`` holds each sample's committed value W(t) - W(t0), shape (batch, m).
+    """
+
+    per_sample = True
+
+    def __init__(
+        self,
+        batch_size: int,
+        brownian_size: int,
+        *,
+        seed: int | torch.Generator | None = None,
+        sample_ids: torch.Tensor | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        time_dtype: torch.dtype | None = None,
+    ) -> None:
+        if batch_size < 1 or brownian_size < 1:
+            raise ValueError(
+                f"batch_size and brownian_size must be positive, got {batch_size}, {brownian_size}"
+            )
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        self.batch_size = batch_size
+        self.brownian_size = brownian_size
+        self.dtype = dtype
+        self.device = device
+        self.time_dtype = time_dtype or dtype
+        self.seed = resolve_seed(seed)
+        if sample_ids is None:
+            sample_ids = torch.arange(batch_size, device=device)
+        if tuple(sample_ids.shape) != (batch_size,):
+            raise ValueError(
+                f"sample_ids must have shape ({batch_size},), got {tuple(sample_ids.shape)}"
+            )
+        self.sample_ids = sample_ids.to(device=device, dtype=torch.int64)
+        self._keys = _random.stream_keys(self.seed, self.sample_ids, _BROWNIAN_TAG)
+        self._draws = torch.zeros(batch_size, dtype=torch.int64, device=device)
+        self.w = torch.zeros(batch_size, brownian_size, dtype=dtype, device=device)
+        # Pending stack: slot depth-1 is the top (the interval starting at t). Slot k holds the end
+        # time and the increment of an interval; the intervals below the top follow it in time.
+        self._depth = torch.zeros(batch_size, dtype=torch.int64, device=device)
+        self._ends = torch.empty(batch_size, _INITIAL_DEPTH, dtype=self.time_dtype, device=device)
+        self._incs = torch.empty(
+            batch_size, _INITIAL_DEPTH, brownian_size, dtype=dtype, device=device
+        )
+        # A host-side bound on the stack depth: each query pushes at most one slot, so the stack
+        # grows only when this bound says it might, and the depth is read back only then.
+        self._depth_bound = 0
+
+    # -- the BrownianSource interface -------------------------------------------------------
+
+    def horizon(self, rows: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
+        depth = _take(self._depth, rows)
+        top = self._top_slot(depth)
+        ends = _take(self._ends, rows).gather(1, top[:, None])[:, 0]
+        return torch.where(depth > 0, ends, torch.full_like(ends, float("inf")))
+
+    def increment(
+        self, rows: torch.Tensor | None, t: torch.Tensor, t_next: torch.Tensor
+    ) -> torch.Tensor:
+        self._reserve_slot()
+        depth = _take(self._depth, rows)
+        ends = _take(self._ends, rows)
+        incs = _take(self._incs, rows)
+        top = self._top_slot(depth)
+        pending = depth > 0
+        top_end = ends.gather(1, top[:, None])[:, 0]
+        top_inc = self._gather_inc(incs, top)
+
+        # Cases per row: nothing pending -> a fresh draw N(0, h); t_next inside the top pending
+        # interval [t, e] -> the Brownian bridge N(q dW, q (1 - q) (e - t)), q = h / (e - t);
+        # t_next == e -> the pending increment itself. One normal draw serves the first two.
+        splits = pending & (t_next < top_end)
+        draws = ~pending | splits
+        h = (t_next - t).to(self.dtype)[:, None]
+        length = (top_end - t).to(self.dtype)[:, None]
+        q = h / length
+        keys, counters = _take(self._keys, rows), _take(self._draws, rows)
+        z = _random.normals(keys, counters, self.brownian_size, self.dtype)
+        bridged = q * top_inc + torch.sqrt(torch.clamp(q * (1 - q) * length, min=0)) * z
+        fresh = torch.sqrt(h) * z
+        dw = torch.where(pending[:, None], torch.where(splits[:, None], bridged, top_inc), fresh)
+
+        # Refine the stack so that its top is exactly [t, t_next] with increment dw: a split
+        # leaves the remainder [t_next, e] in the old top slot; then [t, t_next] is pushed.
+        incs = self._scatter_inc(incs, top, torch.where(splits[:, None], top_inc - dw, top_inc))
+        new_depth = depth + draws.to(torch.int64)
+        new_top = self._top_slot(new_depth)
+        ends = ends.scatter(1, new_top[:, None], t_next[:, None].to(ends.dtype))
+        incs = self._scatter_inc(incs, new_top, dw)
+        self._set(rows, "_draws", counters + draws.to(torch.int64))
+        self._set(rows, "_ends", ends)
+        self._set(rows, "_incs", incs)
+        self._set(rows, "_depth", new_depth)
+        return dw
+
+    def commit(self, rows: torch.Tensor | None, accepted: torch.Tensor) -> None:
+        depth = _take(self._depth, rows)
+        top = self._top_slot(depth)
+        inc = self._gather_inc(_take(self._incs, rows), top)
+        w = _take(self.w, rows)
+        self._set(rows, "w", torch.where(accepted[:, None], w + inc, w))
+        self._set(rows, "_depth", depth - accepted.to(torch.int64))
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _gather_inc(self, incs: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
+        index = slot[:, None, None].expand(-1, 1, self.brownian_size)
+        return incs.gather(1, index)[:, 0]
+
+    def _scatter_inc(
+        self, incs: torch.Tensor, slot: torch.Tensor, value: torch.Tensor
+    ) -> torch.Tensor:
+        index = slot[:, None, None].expand(-1, 1, self.brownian_size)
+        return incs.scatter(1, index, value[:, None])
+
+    @staticmethod
+    def _top_slot(depth: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(depth - 1, min=0)
+
+    def _set(self, rows: torch.Tensor | None, name: str, value: torch.Tensor) -> None:
+        if rows is None:
+            setattr(self, name, value)
+        else:
+            getattr(self, name)[rows] = value
+
+    def _reserve_slot(self) -> None:
+        """Make sure every stack has room for one more interval."""
+        self._depth_bound += 1
+        capacity = self._ends.shape[1]
+        if self._depth_bound < capacity:
+            return
+        self._depth_bound = int(self._depth.max()) + 1  # one host read per doubling, not per step
+        if self._depth_bound < capacity:
+            return
+        grow = capacity
+        self._ends = torch.cat([self._ends, torch.empty_like(self._ends[:, :grow])], dim=1)
+        self._incs = torch.cat([self._incs, torch.empty_like(self._incs[:, :grow])], dim=1)
+
+
+class TorchsdeBrownian:
+    """A torchsde Brownian motion (``BrownianInterval``, ``BrownianTree``, ``BrownianPath``) as a
+    :class:`BrownianSource` for a batch that shares one time grid.
+
+    torchsde's Brownian objects answer any query ``bm(ta, tb)`` consistently, so re-querying a
+    rejected interval is unbiased by construction; this adapter only records the end times of
+    rejected steps so the loop lands on them.
+    """
+
+    per_sample = False
+
+    def __init__(self, bm: object, batch_size: int) -> None:
+        shape = tuple(getattr(bm, "shape", ()))
+        if len(shape) != 2 or shape[0] != batch_size:
+            raise ValueError(
+                f"bm must produce increments of shape (batch, m) = ({batch_size}, m), "
+                f"got shape {shape}"
+            )
+        self.bm = bm
+        self.brownian_size = shape[1]
+        self._pending: list[float] = []  # end times of rejected steps, nearest last
+        self._last_end: float | None = None
+
+    def horizon(self, rows: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
+        end = self._pending[-1] if self._pending else float("inf")
+        return torch.full_like(t, end)
+
+    def increment(
+        self, rows: torch.Tensor | None, t: torch.Tensor, t_next: torch.Tensor
+    ) -> torch.Tensor:
+        ta, tb = float(t[0]), float(t_next[0])
+        self._last_end = tb
+        dw = self.bm(ta, tb)  # type: ignore[operator]
+        return _take(dw, rows)
+
+    def commit(self, rows: torch.Tensor | None, accepted: torch.Tensor) -> None:
+        end = self._last_end
+        if bool(accepted.all()):
+            if self._pending and self._pending[-1] == end:
+                self._pending.pop()
+        elif not self._pending or self._pending[-1] != end:
+            self._pending.append(end)  # type: ignore[arg-type]
+
+
+def resolve_seed(seed: int | torch.Generator | None) -> int:
+    """An integer seed from an int, a ``torch.Generator`` (one draw from it) or ``None`` (one
+    draw from PyTorch's global generator)."""
+    if isinstance(seed, bool):
+        raise TypeError("seed must be an int, a torch.Generator or None, got a bool")
+    if isinstance(seed, int):
+        return seed
+    if seed is None or isinstance(seed, torch.Generator):
+        return int(
+            torch.randint(0, 2**62, (1,), generator=seed, device=getattr(seed, "device", "cpu"))
+        )
+    raise TypeError(f"seed must be an int, a torch.Generator or None, got {type(seed).__name__}")
