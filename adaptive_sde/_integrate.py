@@ -17,10 +17,15 @@ from adaptive_sde._step import GottaGoFastStep
 from adaptive_sde._validation import check_count, check_positive, check_state, check_times
 
 _SIGN_TAG = 0x524F424552545321  # "ROBERTS!"
+_KEPT_SIGN_TAG = 0x4B45505453494753  # "KEPTSIGS"
 _RUNNING = -1
 # A step that would end within this fraction of itself short of an output time or a pending
 # Brownian breakpoint is stretched to land on it, rather than leaving a sliver of a step.
 _LANDING_SLACK = 0.01
+_SHARED_BM_MESSAGE = (
+    "a {name} has one time grid for the whole batch, so it cannot serve per-sample steps: pass "
+    "per_sample=False, or bm=None for the per-sample BrownianRegister"
+)
 
 
 def solve(
@@ -45,6 +50,7 @@ def solve(
     dt_max: float = math.inf,
     max_steps: int = 100_000,
     extrapolate: bool = True,
+    decouple_signs: bool | None = None,
     brownian_size: int | None = None,
     throw: bool = True,
     progress: bool = False,
@@ -84,7 +90,12 @@ def solve(
       every sample passes.
     - ``adaptive``: ``False`` takes fixed steps of ``dt0`` (for convergence-order studies).
     - ``max_steps``: the budget of attempted steps per sample.
-    - ``extrapolate``: keep the higher-order result (default); ``False`` keeps Euler-Maruyama.
+    - ``extrapolate``: keep the higher-order result (default); ``False`` keeps Euler-Maruyama
+      (an ablation: biased with adaptive steps and multiplicative noise).
+    - ``decouple_signs``: for Itô SDEs with several Brownian channels, draw the kept result's
+      Roberts signs independently of the error estimate's, at one more evaluation per attempt,
+      so that adaptivity cannot select the signs. ``None`` (default): on for general noise with
+      m >= 2, off otherwise (diagonal noise, where g_i depends on y_i only, needs none).
     - ``brownian_size``: ``m``, needed only for general or additive noise when the SDE defines
       ``g_prod`` but no ``g`` and ``bm`` is not given.
     - ``throw``: raise :class:`~adaptive_sde.SolveError` if any sample fails (default); ``False``
@@ -111,7 +122,6 @@ def solve(
     bm_size = getattr(bm, "brownian_size", None) or _torchsde_size(bm) or brownian_size
     adapter = SDEAdapter(sde, d, bm_size)
     adapter.per_sample_time = per_sample
-    stepper = GottaGoFastStep(adapter, extrapolate=extrapolate)
 
     time_dtype = ts.dtype
     t = ts[0].expand(batch).clone()
@@ -120,13 +130,14 @@ def solve(
     start = adapter.drift_and_diffusion(t, y0) if adapter.has_g else None
     m = adapter.brownian_size
     assert m is not None
+    stepper = GottaGoFastStep(adapter, extrapolate=extrapolate, decouple_signs=decouple_signs)
     brownian = _make_brownian(bm, seed, batch, m, y0, time_dtype, per_sample)
-    sign_keys = (
-        _random.stream_keys(brownian.seed if isinstance(brownian, BrownianRegister)
-                            else resolve_seed(seed), _sample_ids(brownian, batch, y0.device),
-                            _SIGN_TAG)
-        if stepper.needs_signs else None
-    )
+    sign_keys = kept_sign_keys = None
+    if stepper.needs_signs:
+        sign_seed = brownian.seed if isinstance(brownian, BrownianRegister) else resolve_seed(seed)
+        ids = _sample_ids(brownian, batch, y0.device)
+        sign_keys = _random.stream_keys(sign_seed, ids, _SIGN_TAG)
+        kept_sign_keys = _random.stream_keys(sign_seed, ids, _KEPT_SIGN_TAG)
 
     device = y0.device
     ys = torch.full((len(ts), batch, d), math.nan, dtype=y0.dtype, device=device)
@@ -158,11 +169,17 @@ def solve(
             clipped = t_r + (1 + _LANDING_SLACK) * h_r >= limit
             t_next = torch.where(clipped, limit, t_r + h_r)
             dw = brownian.increment(rows, t_r, t_next)
-            signs = None
+            signs = kept_signs = None
             if sign_keys is not None:
-                attempts = _take(counts[1] + counts[2], rows)
-                signs = _random.signs(_take(sign_keys, rows), attempts, m, y0.dtype)
-            result = stepper.step(t_r, t_next, y_r, dw, signs, start)
+                # The error estimate's signs are held until the step is accepted, like its
+                # Brownian increment; the kept result's (decoupled) signs are fresh per attempt.
+                accepted_r, rejected_r = _take(counts[1], rows), _take(counts[2], rows)
+                signs = _random.signs(_take(sign_keys, rows), accepted_r, m, y0.dtype)
+                if stepper.decouple_signs:
+                    kept_signs = _random.signs(
+                        _take(kept_sign_keys, rows), accepted_r + rejected_r, m, y0.dtype
+                    )
+            result = stepper.step(t_r, t_next, y_r, dw, signs, start, kept_signs)
             start = None
 
             with torch.no_grad():
@@ -266,27 +283,24 @@ def _make_brownian(
         return BrownianRegister(
             batch, m, seed=seed, dtype=y0.dtype, device=y0.device, time_dtype=time_dtype
         )
-    if isinstance(bm, BrownianRegister):
-        if (bm.batch_size, bm.brownian_size) != (batch, m):
+    if isinstance(bm, BrownianSource):
+        if bm.brownian_size != m:
+            raise ValueError(f"bm must have brownian_size={m}, got {bm.brownian_size}")
+        if isinstance(bm, BrownianRegister) and (
+            bm.batch_size != batch or bm.dtype != y0.dtype or bm.device != y0.device
+        ):
             raise ValueError(
-                f"bm must have batch_size={batch} and brownian_size={m}, got "
-                f"({bm.batch_size}, {bm.brownian_size})"
+                f"bm must have batch_size={batch}, y0's dtype {y0.dtype} and device {y0.device}, "
+                f"got {bm.batch_size}, {bm.dtype} on {bm.device}"
             )
-        if bm.dtype != y0.dtype or bm.device != y0.device:
-            raise ValueError(
-                f"bm must have y0's dtype {y0.dtype} and device {y0.device}, got {bm.dtype} "
-                f"on {bm.device}"
-            )
+        if per_sample and not bm.per_sample:
+            raise ValueError(_SHARED_BM_MESSAGE.format(name=type(bm).__name__))
         return bm
     if callable(bm) and hasattr(bm, "shape"):
         if per_sample:
-            raise ValueError(
-                f"a {type(bm).__name__} has one time grid for the whole batch, so it cannot "
-                "serve per-sample steps: pass per_sample=False, or bm=None to use the "
-                "per-sample BrownianRegister"
-            )
+            raise ValueError(_SHARED_BM_MESSAGE.format(name=type(bm).__name__))
         if _torchsde_size(bm) != m:
-            raise ValueError(f"bm must produce increments with m={m} channels, got shape {bm.shape}")
+            raise ValueError(f"bm must give increments with m={m} channels, got shape {bm.shape}")
         return TorchsdeBrownian(bm, batch)
     raise TypeError(
         "bm must be None, an adaptive_sde.BrownianRegister or a torchsde BrownianInterval / "

@@ -1,0 +1,84 @@
+"""Shared helpers for the tests: order fits, Monte-Carlo checks, Brownian motions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torchsde
+
+import adaptive_sde
+from adaptive_sde import BrownianRegister
+from tests.problems import Problem
+
+
+def fitted_order(steps: list[float], errors: list[float]) -> float:
+    """Slope of log(error) against log(step size): the empirical convergence order."""
+    slope, _ = np.polyfit(np.log(steps), np.log(errors), 1)
+    return float(slope)
+
+
+def brownian_interval(
+    batch: int, m: int, t0: float = 0.0, t1: float = 1.0, seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> torchsde.BrownianInterval:
+    """A torchsde Brownian motion shared by several solves (one time grid for the batch)."""
+    return torchsde.BrownianInterval(
+        t0=t0, t1=t1, size=(batch, m), dtype=dtype, entropy=seed, levy_area_approximation="none"
+    )
+
+
+def fixed_step_strong_error(problem: Problem, steps: int, batch: int = 2000, seed: int = 0,
+                            **solve_kwargs) -> float:
+    """Mean |X_N - X(t1)| of ``steps`` fixed steps on a shared Brownian path."""
+    bm = brownian_interval(batch, problem.brownian_size, t1=problem.t1, seed=seed)
+    y0 = problem.initial(batch)
+    ts = torch.tensor([0.0, problem.t1], dtype=torch.float64)
+    sol = adaptive_sde.solve(
+        problem.make_sde(), y0, ts, bm=bm, per_sample=False, adaptive=False,
+        dt0=problem.t1 / steps, seed=seed, **solve_kwargs,
+    )
+    exact = problem.exact(y0, bm, 0.0, problem.t1)
+    return float((sol.ys[-1] - exact).abs().mean())
+
+
+def assert_within_mc(samples: torch.Tensor, expected: torch.Tensor, k: float = 4.0,
+                     what: str = "mean") -> None:
+    """The sample mean (or variance) of each column is within k standard errors of ``expected``."""
+    samples = samples.double()
+    n = samples.shape[0]
+    if what == "mean":
+        estimate = samples.mean(0)
+        se = samples.std(0) / math.sqrt(n)
+    else:
+        estimate = samples.var(0)
+        centred = samples - samples.mean(0)
+        # Standard error of the sample variance from the fourth central moment.
+        se = torch.sqrt(((centred**4).mean(0) - estimate**2) / n)
+    expected = expected.to(estimate)
+    assert torch.all((estimate - expected).abs() <= k * se), (
+        f"{what} {estimate.tolist()} vs exact {expected.tolist()} (standard error {se.tolist()})"
+    )
+
+
+class RedrawingBrownian:
+    """The paper's original behaviour, kept only in the tests: every query, retries included,
+    draws fresh noise. Biased; the unbiasedness tests use it to show they have power."""
+
+    per_sample = True
+
+    def __init__(self, batch: int, m: int, seed: int, dtype=torch.float64) -> None:
+        self.brownian_size = m
+        self._inner = BrownianRegister(batch, m, seed=seed, dtype=dtype)
+
+    def horizon(self, rows, t):
+        return torch.full_like(t, math.inf)
+
+    def increment(self, rows, t, t_next):
+        dw = self._inner.increment(rows, t, t_next)
+        self._inner.commit(rows, torch.ones_like(t, dtype=torch.bool))  # forget: never pending
+        return dw
+
+    def commit(self, rows, accepted):
+        pass
