@@ -1,0 +1,194 @@
+"""The Brownian register: bridges, consistency under rejection, reproducibility."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import adaptive_sde
+from adaptive_sde import BrownianRegister, TorchsdeBrownian
+from tests.helpers import assert_within_mc, brownian_interval
+from tests.problems import GBM_ITO, OU
+
+
+class RecordingRegister(BrownianRegister):
+    """A register that logs every query and decision, to check the path from outside."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._pending_query = None
+
+    def increment(self, rows, t, t_next):
+        dw = super().increment(rows, t, t_next)
+        ids = torch.arange(self.batch_size) if rows is None else rows
+        self._pending_query = (ids, t.clone(), t_next.clone(), dw.clone())
+        return dw
+
+    def commit(self, rows, accepted):
+        super().commit(rows, accepted)
+        ids, t, t_next, dw = self._pending_query
+        self.log.append((ids, t, t_next, dw, accepted.clone()))
+
+
+def _solve_recorded(batch=64, rtol=0.1, seed=2):
+    reg = RecordingRegister(batch, 1, seed=seed, dtype=torch.float64)
+    y0 = torch.ones(batch, 1, dtype=torch.float64)
+    ts = torch.linspace(0, 1, 4, dtype=torch.float64)
+    sol = adaptive_sde.solve(GBM_ITO.make_sde(), y0, ts, bm=reg, rtol=rtol, atol=rtol / 10)
+    return reg, sol
+
+
+def test_accepted_increments_sum_to_the_path_value():
+    reg, sol = _solve_recorded()
+    total = torch.zeros(reg.batch_size, 1, dtype=torch.float64)
+    for ids, _, _, dw, accepted in reg.log:
+        total.index_add_(0, ids[accepted], dw[accepted])
+    torch.testing.assert_close(total, reg.w)
+    assert sol.stats.total_rejected > 0  # the check covered rejections
+
+
+def test_rejected_increments_are_never_redrawn():
+    # Every rejected query [t, t+h] is later covered exactly by accepted steps (steps land on
+    # its end), and their increments sum to the rejected one: the path was only refined.
+    reg, sol = _solve_recorded(batch=32, rtol=0.05)
+    accepted_steps: dict[int, list[tuple[float, float, float]]] = {}
+    rejected: list[tuple[int, float, float, float]] = []
+    for ids, t, t_next, dw, acc in reg.log:
+        for k, i in enumerate(ids.tolist()):
+            entry = (float(t[k]), float(t_next[k]), float(dw[k, 0]))
+            if acc[k]:
+                accepted_steps.setdefault(i, []).append(entry)
+            else:
+                rejected.append((i, *entry))
+    assert len(rejected) > 20
+    for i, a, b, dw in rejected:
+        inside = [s for s in accepted_steps[i] if s[0] >= a and s[1] <= b]
+        assert inside and inside[0][0] == a and max(s[1] for s in inside) == b
+        assert sum(s[2] for s in inside) == pytest.approx(dw, abs=1e-12)
+        assert sum(s[1] - s[0] for s in inside) == pytest.approx(b - a, abs=1e-12)
+
+
+def test_bridge_samples_have_the_brownian_bridge_mean_and_variance():
+    n = 100_000
+    reg = BrownianRegister(n, 1, seed=4, dtype=torch.float64)
+    t = torch.zeros(n, dtype=torch.float64)
+    whole = reg.increment(None, t, torch.full((n,), 1.0, dtype=torch.float64)).clone()
+    reg.commit(None, torch.zeros(n, dtype=torch.bool))  # rejected: [0, 1] stays pending
+    part = reg.increment(None, t, torch.full((n,), 0.3, dtype=torch.float64))
+    # W(0.3) given W(1) = w: mean 0.3 w, variance 0.3 * 0.7 = 0.21.
+    residual = part - 0.3 * whole
+    assert_within_mc(residual, torch.tensor([0.0]))
+    assert_within_mc(residual, torch.tensor([0.21]), what="var")
+    assert_within_mc(whole, torch.tensor([1.0]), what="var")
+    # Unconditionally W(0.3) ~ N(0, 0.3).
+    assert_within_mc(part, torch.tensor([0.3]), what="var")
+
+
+def test_pending_remainder_is_consumed_by_the_next_step():
+    reg = BrownianRegister(1, 2, seed=0, dtype=torch.float64)
+    t0, t1, th = (torch.tensor([v], dtype=torch.float64) for v in (0.0, 1.0, 0.4))
+    whole = reg.increment(None, t0, t1).clone()
+    reg.commit(None, torch.tensor([False]))
+    first = reg.increment(None, t0, th).clone()
+    reg.commit(None, torch.tensor([True]))
+    assert float(reg.horizon(None, th)) == 1.0
+    rest = reg.increment(None, th, t1)
+    reg.commit(None, torch.tensor([True]))
+    torch.testing.assert_close(first + rest, whole)
+    torch.testing.assert_close(reg.w, whole)
+    assert math.isinf(float(reg.horizon(None, t1)))
+
+
+def test_deep_rejection_chains_grow_the_stack():
+    reg = BrownianRegister(2, 1, seed=0, dtype=torch.float64)
+    t = torch.zeros(2, dtype=torch.float64)
+    ends = [1.0 / 2**k for k in range(20)]
+    for e in ends:  # 20 nested rejections, beyond the initial capacity
+        reg.increment(None, t, torch.full((2,), e, dtype=torch.float64))
+        reg.commit(None, torch.zeros(2, dtype=torch.bool))
+    first = reg.increment(None, t, torch.full((2,), ends[-1], dtype=torch.float64))
+    reg.commit(None, torch.ones(2, dtype=torch.bool))
+    total = first.clone()
+    now = ends[-1]
+    for e in reversed(ends[:-1]):  # each later step lands on the next pending end
+        assert float(reg.horizon(None, torch.full((2,), now))[0]) == e
+        total += reg.increment(None, torch.full((2,), now, dtype=torch.float64),
+                               torch.full((2,), e, dtype=torch.float64))
+        reg.commit(None, torch.ones(2, dtype=torch.bool))
+        now = e
+    torch.testing.assert_close(total, reg.w)
+
+
+def test_a_sample_solved_alone_reproduces_its_row_of_the_batch():
+    batch = 16
+    y0 = GBM_ITO.initial(batch)
+    ts = torch.linspace(0, 1, 3, dtype=torch.float64)
+    full = adaptive_sde.solve(GBM_ITO.make_sde(), y0, ts, seed=21, rtol=0.05, atol=0.005)
+    for i in (0, 5, 15):
+        reg = BrownianRegister(1, 1, seed=21, sample_ids=torch.tensor([i]), dtype=torch.float64)
+        alone = adaptive_sde.solve(GBM_ITO.make_sde(), y0[i : i + 1], ts, bm=reg, rtol=0.05,
+                                   atol=0.005)
+        torch.testing.assert_close(alone.ys[:, 0], full.ys[:, i], rtol=1e-12, atol=1e-12)
+        assert int(alone.stats.nfe[0]) == int(full.stats.nfe[i])
+
+
+def test_seed_and_generator_make_runs_reproducible():
+    y0 = GBM_ITO.initial(8)
+    ts = torch.tensor([0.0, 1.0], dtype=torch.float64)
+
+    def run(seed):
+        return adaptive_sde.solve(GBM_ITO.make_sde(), y0, ts, seed=seed, rtol=0.1).ys
+
+    assert torch.equal(run(3), run(3))
+    assert not torch.equal(run(3), run(4))
+    assert torch.equal(run(torch.Generator().manual_seed(1)), run(torch.Generator().manual_seed(1)))
+    torch.manual_seed(0)
+    a = run(None)
+    torch.manual_seed(0)
+    assert torch.equal(a, run(None))
+
+
+def test_torchsde_brownian_interval_drives_a_shared_grid_solve():
+    batch = 500
+    bm = brownian_interval(batch, 1, seed=5)
+    y0 = GBM_ITO.initial(batch)
+    ts = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    sol = adaptive_sde.solve(GBM_ITO.make_sde(), y0, ts, bm=bm, per_sample=False, rtol=0.01,
+                             atol=0.001)
+    exact = GBM_ITO.exact(y0, bm, 0.0, 1.0)
+    # A solution of *this* path: the strong error is small.
+    assert float((sol.ys[-1] - exact).abs().mean()) < 0.05
+    assert sol.stats.total_rejected > 0
+
+
+def test_torchsde_adapter_lands_on_rejected_end_times():
+    bm = brownian_interval(1, 1)
+    adapter = TorchsdeBrownian(bm, 1)
+    t = torch.zeros(1, dtype=torch.float64)
+    adapter.increment(None, t, torch.tensor([0.5], dtype=torch.float64))
+    adapter.commit(None, torch.tensor([False]))
+    assert float(adapter.horizon(None, t)) == 0.5
+    adapter.increment(None, t, torch.tensor([0.2], dtype=torch.float64))
+    adapter.commit(None, torch.tensor([True]))
+    assert float(adapter.horizon(None, t)) == 0.5
+    adapter.increment(None, torch.tensor([0.2]), torch.tensor([0.5], dtype=torch.float64))
+    adapter.commit(None, torch.tensor([True]))
+    assert math.isinf(float(adapter.horizon(None, t)))
+
+
+def test_per_sample_steps_refuse_a_shared_grid_brownian_motion():
+    bm = brownian_interval(4, 1)
+    with pytest.raises(ValueError, match="per_sample=False"):
+        adaptive_sde.solve(OU.make_sde(), OU.initial(4), torch.tensor([0.0, 1.0]).double(), bm=bm)
+
+
+def test_register_argument_errors():
+    with pytest.raises(ValueError, match="sample_ids"):
+        BrownianRegister(3, 1, sample_ids=torch.arange(4))
+    with pytest.raises(ValueError, match="positive"):
+        BrownianRegister(0, 1)
+    with pytest.raises(TypeError, match="seed"):
+        BrownianRegister(1, 1, seed="7")
