@@ -97,7 +97,9 @@ class StepController:
     ) -> torch.Tensor:
         """The scaled error norm ``E`` of each row (n,); NaN where the proposal is not finite."""
         if self.tolerance == "paper":
-            scale = torch.clamp(self.rtol * torch.maximum(y_em_prev.abs(), y_em.abs()), min=self.atol)
+            scale = torch.clamp(
+                self.rtol * torch.maximum(y_em_prev.abs(), y_em.abs()), min=self.atol
+            )
         else:
             scale = self.atol + self.rtol * torch.maximum(y.abs(), y_next.abs())
         ratio = error / scale

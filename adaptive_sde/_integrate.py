@@ -113,8 +113,16 @@ def solve(
     dt0 = check_positive("dt0", dt0, allow_none=True) or span / 100
     max_steps = check_count("max_steps", max_steps)
     controller = StepController(
-        rtol, atol, tolerance=tolerance, norm=norm, safety=safety, exponent=exponent,
-        factor_min=factor_min, factor_max=factor_max, dt_min=dt_min, dt_max=dt_max,
+        rtol,
+        atol,
+        tolerance=tolerance,
+        norm=norm,
+        safety=safety,
+        exponent=exponent,
+        factor_min=factor_min,
+        factor_max=factor_max,
+        dt_min=dt_min,
+        dt_max=dt_max,
         shared=not per_sample,
     )
     if brownian_size is not None:
@@ -175,7 +183,7 @@ def solve(
                 # Brownian increment; the kept result's (decoupled) signs are fresh per attempt.
                 accepted_r, rejected_r = _take(counts[1], rows), _take(counts[2], rows)
                 signs = _random.signs(_take(sign_keys, rows), accepted_r, m, y0.dtype)
-                if stepper.decouple_signs:
+                if kept_sign_keys is not None and stepper.decouple_signs:
                     kept_signs = _random.signs(
                         _take(kept_sign_keys, rows), accepted_r + rejected_r, m, y0.dtype
                     )
@@ -184,8 +192,11 @@ def solve(
 
             with torch.no_grad():
                 e = controller.error_ratio(
-                    y_r.detach(), result.y_next.detach(), result.y_em.detach(),
-                    _take(y_em_prev, rows), result.error.detach(),
+                    y_r.detach(),
+                    result.y_next.detach(),
+                    result.y_em.detach(),
+                    _take(y_em_prev, rows),
+                    result.error.detach(),
                 )
                 if adaptive:
                     accept, factor = controller.decide(e)
@@ -201,8 +212,9 @@ def solve(
             y = _put(y, rows, y_kept)
             with torch.no_grad():
                 y_em_prev = _put(
-                    y_em_prev, rows, torch.where(accept[:, None], result.y_em.detach(),
-                                                 _take(y_em_prev, rows))
+                    y_em_prev,
+                    rows,
+                    torch.where(accept[:, None], result.y_em.detach(), _take(y_em_prev, rows)),
                 )
                 h_taken = t_next - t_r
                 t = _put(t, rows, torch.where(accept, t_next, t_r))
@@ -214,18 +226,30 @@ def solve(
                 out_r = out_r + hit.to(torch.int64)
                 out_index = _put(out_index, rows, out_r)
                 step_counts = torch.stack(
-                    [torch.full_like(out_r, stepper.evaluations_per_step),
-                     accept.to(torch.int64), (~accept).to(torch.int64)]
+                    [
+                        torch.full_like(out_r, stepper.evaluations_per_step),
+                        accept.to(torch.int64),
+                        (~accept).to(torch.int64),
+                    ]
                 )
                 counts = counts.index_add(1, out_rows, step_counts)
                 big = torch.full_like(h_taken, math.inf)
-                dt_smallest = _put(dt_smallest, rows, torch.minimum(
-                    _take(dt_smallest, rows), torch.where(accept, h_taken, big)))
-                dt_largest = _put(dt_largest, rows, torch.maximum(
-                    _take(dt_largest, rows), torch.where(accept, h_taken, 0 * h_taken)))
+                dt_smallest = _put(
+                    dt_smallest,
+                    rows,
+                    torch.minimum(_take(dt_smallest, rows), torch.where(accept, h_taken, big)),
+                )
+                dt_largest = _put(
+                    dt_largest,
+                    rows,
+                    torch.maximum(
+                        _take(dt_largest, rows), torch.where(accept, h_taken, 0 * h_taken)
+                    ),
+                )
 
-                h_new = controller.next_step(h_taken, h_r, clipped, accept, factor) if adaptive \
-                    else h_r
+                h_new = (
+                    controller.next_step(h_taken, h_r, clipped, accept, factor) if adaptive else h_r
+                )
                 h = _put(h, rows, h_new)
                 too_small = ~accept & (h_new < controller.step_floor(t_r))
                 attempts_r = _take(counts[1] + counts[2], rows)
@@ -242,8 +266,13 @@ def solve(
         meter.close()
 
     stats = SolveStats(
-        nfe=counts[0], num_accepted=counts[1], num_rejected=counts[2],
-        dt_smallest=dt_smallest, dt_largest=dt_largest, result=status, t_final=t,
+        nfe=counts[0],
+        num_accepted=counts[1],
+        num_rejected=counts[2],
+        dt_smallest=dt_smallest,
+        dt_largest=dt_largest,
+        result=status,
+        t_final=t,
     )
     solution = Solution(ts=ts, ys=ys, stats=stats)
     if throw and not stats.success:

@@ -88,7 +88,9 @@ def normals(
     return z[:, :size].to(dtype)
 
 
-def signs(keys: torch.Tensor, counters: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+def signs(
+    keys: torch.Tensor, counters: torch.Tensor, size: int, dtype: torch.dtype
+) -> torch.Tensor:
     """Independent random signs (+1 or -1, probability 1/2 each) of shape (n, size)."""
     words = uniform_words(keys, counters, size)
     return (1 - 2 * _srl(words, 63)).to(dtype)

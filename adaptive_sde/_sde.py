@@ -44,8 +44,10 @@ class SDEAdapter:
         self.state_size = state_size
         self.per_sample_time = False
 
-        has = {name: callable(getattr(sde, name, None)) for name in
-               ("f", "g", "f_and_g", "g_prod", "f_and_g_prod")}
+        has = {
+            name: callable(getattr(sde, name, None))
+            for name in ("f", "g", "f_and_g", "g_prod", "f_and_g_prod")
+        }
         if not (has["f"] or has["f_and_g"] or has["f_and_g_prod"]):
             raise TypeError("sde must define a drift: f(t, y), f_and_g(t, y) or f_and_g_prod")
         if not (has["g"] or has["f_and_g"] or has["g_prod"] or has["f_and_g_prod"]):
@@ -164,7 +166,7 @@ class SDEAdapter:
 
 
 def _last(g: Any) -> int:
-    shape = getattr(g, "shape", ())
+    shape: Any = getattr(g, "shape", ())
     return int(shape[-1]) if len(shape) == 3 else -1
 
 

@@ -18,7 +18,9 @@ def check_state(y0: Any) -> torch.Tensor:
             "use y0[None] for one sample, or y0.flatten(1) for images"
         )
     if y0.shape[0] == 0 or y0.shape[1] == 0:
-        raise ValueError(f"y0 must have at least one sample and one dimension, got {tuple(y0.shape)}")
+        raise ValueError(
+            f"y0 must have at least one sample and one dimension, got {tuple(y0.shape)}"
+        )
     if not y0.is_floating_point():
         raise TypeError(f"y0 must be a floating-point tensor, got dtype {y0.dtype}")
     if not bool(torch.isfinite(y0).all()):

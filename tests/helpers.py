@@ -20,7 +20,11 @@ def fitted_order(steps: list[float], errors: list[float]) -> float:
 
 
 def brownian_interval(
-    batch: int, m: int, t0: float = 0.0, t1: float = 1.0, seed: int = 0,
+    batch: int,
+    m: int,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    seed: int = 0,
     dtype: torch.dtype = torch.float64,
 ) -> torchsde.BrownianInterval:
     """A torchsde Brownian motion shared by several solves (one time grid for the batch)."""
@@ -29,22 +33,31 @@ def brownian_interval(
     )
 
 
-def fixed_step_strong_error(problem: Problem, steps: int, batch: int = 2000, seed: int = 0,
-                            **solve_kwargs) -> float:
+def fixed_step_strong_error(
+    problem: Problem, steps: int, batch: int = 2000, seed: int = 0, **solve_kwargs
+) -> float:
     """Mean |X_N - X(t1)| of ``steps`` fixed steps on a shared Brownian path."""
     bm = brownian_interval(batch, problem.brownian_size, t1=problem.t1, seed=seed)
     y0 = problem.initial(batch)
     ts = torch.tensor([0.0, problem.t1], dtype=torch.float64)
     sol = adaptive_sde.solve(
-        problem.make_sde(), y0, ts, bm=bm, per_sample=False, adaptive=False,
-        dt0=problem.t1 / steps, seed=seed, **solve_kwargs,
+        problem.make_sde(),
+        y0,
+        ts,
+        bm=bm,
+        per_sample=False,
+        adaptive=False,
+        dt0=problem.t1 / steps,
+        seed=seed,
+        **solve_kwargs,
     )
     exact = problem.exact(y0, bm, 0.0, problem.t1)
     return float((sol.ys[-1] - exact).abs().mean())
 
 
-def assert_within_mc(samples: torch.Tensor, expected: torch.Tensor, k: float = 4.0,
-                     what: str = "mean") -> None:
+def assert_within_mc(
+    samples: torch.Tensor, expected: torch.Tensor, k: float = 4.0, what: str = "mean"
+) -> None:
     """The sample mean (or variance) of each column is within k standard errors of ``expected``."""
     samples = samples.double()
     n = samples.shape[0]

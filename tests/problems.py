@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-ExactFn = Callable[[torch.Tensor, Callable[[float, float], torch.Tensor], float, float], torch.Tensor]
+ExactFn = Callable[
+    [torch.Tensor, Callable[[float, float], torch.Tensor], float, float], torch.Tensor
+]
 
 
 class GeometricBrownianMotion(nn.Module):
@@ -80,8 +82,9 @@ class CommutingLinear(nn.Module):
 
     noise_type = "general"
 
-    def __init__(self, a: tuple[float, float], b: tuple[tuple[float, float], ...],
-                 sde_type: str = "ito") -> None:
+    def __init__(
+        self, a: tuple[float, float], b: tuple[tuple[float, float], ...], sde_type: str = "ito"
+    ) -> None:
         super().__init__()
         self.sde_type = sde_type
         self.register_buffer("a", torch.tensor(a, dtype=torch.float64))
@@ -175,9 +178,7 @@ def _gbm(name: str, mu: float, sigma: float, sde_type: str) -> Problem:
         strong_order=1.0,
         exact=exact,
         mean=lambda t: torch.tensor([math.exp(ito_mu * t)]),
-        variance=lambda t: torch.tensor(
-            [math.exp(2 * ito_mu * t) * (math.exp(sigma**2 * t) - 1)]
-        ),
+        variance=lambda t: torch.tensor([math.exp(2 * ito_mu * t) * (math.exp(sigma**2 * t) - 1)]),
         tags=("multiplicative", sde_type),
     )
 
@@ -225,8 +226,10 @@ def _scalar_gbm() -> Problem:
         exact=exact,
         mean=lambda t: torch.tensor([math.exp(mu[0] * t), 2 * math.exp(mu[1] * t)]),
         variance=lambda t: torch.tensor(
-            [x**2 * math.exp(2 * m * t) * (math.exp(s**2 * t) - 1)
-             for x, m, s in zip((1.0, 2.0), mu, sigma, strict=True)]
+            [
+                x**2 * math.exp(2 * m * t) * (math.exp(s**2 * t) - 1)
+                for x, m, s in zip((1.0, 2.0), mu, sigma, strict=True)
+            ]
         ),
         tags=("multiplicative", "ito"),
     )
@@ -238,8 +241,11 @@ COMMUTING_B = ((0.8, 0.5), (0.6, -0.7))  # b[j][i]: channel j, component i
 
 def _commuting(sde_type: str = "ito") -> Problem:
     a, b = COMMUTING_A, COMMUTING_B
-    ito_a = a if sde_type == "ito" else tuple(
-        a[i] + 0.5 * sum(b[j][i] ** 2 for j in range(2)) for i in range(2))
+    ito_a = (
+        a
+        if sde_type == "ito"
+        else tuple(a[i] + 0.5 * sum(b[j][i] ** 2 for j in range(2)) for i in range(2))
+    )
 
     def exact(x0, bm, t0, t1):
         w = bm(t0, t1)  # (batch, 2)
@@ -248,10 +254,12 @@ def _commuting(sde_type: str = "ito") -> Problem:
         return x0 * torch.exp((at - 0.5 * (bt**2).sum(0)) * (t1 - t0) + w @ bt)
 
     def variance(t: float) -> torch.Tensor:
-        return torch.tensor([
-            math.exp(2 * ito_a[i] * t) * (math.exp(sum(b[j][i] ** 2 for j in range(2)) * t) - 1)
-            for i in range(2)
-        ])
+        return torch.tensor(
+            [
+                math.exp(2 * ito_a[i] * t) * (math.exp(sum(b[j][i] ** 2 for j in range(2)) * t) - 1)
+                for i in range(2)
+            ]
+        )
 
     return Problem(
         name=f"commuting_general_{sde_type}",
@@ -282,10 +290,12 @@ def _sinh(a: float = 1.0, x0: float = 0.5) -> Problem:
         strong_order=1.0,
         exact=exact,
         mean=lambda t: torch.tensor([math.sinh(c) * math.exp(a * a * t / 2)]),
-        variance=lambda t: torch.tensor([
-            (math.cosh(2 * c) * math.exp(2 * a * a * t) - 1) / 2
-            - (math.sinh(c) * math.exp(a * a * t / 2)) ** 2
-        ]),
+        variance=lambda t: torch.tensor(
+            [
+                (math.cosh(2 * c) * math.exp(2 * a * a * t) - 1) / 2
+                - (math.sinh(c) * math.exp(a * a * t / 2)) ** 2
+            ]
+        ),
         tags=("multiplicative", "nonlinear", "ito"),
     )
 
@@ -328,6 +338,12 @@ KP_SINH = _sinh()
 KP_TANH = _tanh()
 
 PROBLEMS: tuple[Problem, ...] = (
-    GBM_ITO, GBM_STRATONOVICH, OU, SCALAR_GBM, COMMUTING_ITO, COMMUTING_STRATONOVICH, KP_SINH,
+    GBM_ITO,
+    GBM_STRATONOVICH,
+    OU,
+    SCALAR_GBM,
+    COMMUTING_ITO,
+    COMMUTING_STRATONOVICH,
+    KP_SINH,
     KP_TANH,
 )

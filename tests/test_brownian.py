@@ -53,7 +53,7 @@ def test_accepted_increments_sum_to_the_path_value():
 def test_rejected_increments_are_never_redrawn():
     # Every rejected query [t, t+h] is later covered exactly by accepted steps (steps land on
     # its end), and their increments sum to the rejected one: the path was only refined.
-    reg, sol = _solve_recorded(batch=32, rtol=0.05)
+    reg, _ = _solve_recorded(batch=32, rtol=0.05)
     accepted_steps: dict[int, list[tuple[float, float, float]]] = {}
     rejected: list[tuple[int, float, float, float]] = []
     for ids, t, t_next, dw, acc in reg.log:
@@ -115,8 +115,11 @@ def test_deep_rejection_chains_grow_the_stack():
     now = ends[-1]
     for e in reversed(ends[:-1]):  # each later step lands on the next pending end
         assert float(reg.horizon(None, torch.full((2,), now))[0]) == e
-        total += reg.increment(None, torch.full((2,), now, dtype=torch.float64),
-                               torch.full((2,), e, dtype=torch.float64))
+        total += reg.increment(
+            None,
+            torch.full((2,), now, dtype=torch.float64),
+            torch.full((2,), e, dtype=torch.float64),
+        )
         reg.commit(None, torch.ones(2, dtype=torch.bool))
         now = e
     torch.testing.assert_close(total, reg.w)
@@ -129,8 +132,9 @@ def test_a_sample_solved_alone_reproduces_its_row_of_the_batch():
     full = adaptive_sde.solve(GBM_ITO.make_sde(), y0, ts, seed=21, rtol=0.05, atol=0.005)
     for i in (0, 5, 15):
         reg = BrownianRegister(1, 1, seed=21, sample_ids=torch.tensor([i]), dtype=torch.float64)
-        alone = adaptive_sde.solve(GBM_ITO.make_sde(), y0[i : i + 1], ts, bm=reg, rtol=0.05,
-                                   atol=0.005)
+        alone = adaptive_sde.solve(
+            GBM_ITO.make_sde(), y0[i : i + 1], ts, bm=reg, rtol=0.05, atol=0.005
+        )
         torch.testing.assert_close(alone.ys[:, 0], full.ys[:, i], rtol=1e-12, atol=1e-12)
         assert int(alone.stats.nfe[0]) == int(full.stats.nfe[i])
 
@@ -156,8 +160,9 @@ def test_torchsde_brownian_interval_drives_a_shared_grid_solve():
     bm = brownian_interval(batch, 1, seed=5)
     y0 = GBM_ITO.initial(batch)
     ts = torch.tensor([0.0, 1.0], dtype=torch.float64)
-    sol = adaptive_sde.solve(GBM_ITO.make_sde(), y0, ts, bm=bm, per_sample=False, rtol=0.01,
-                             atol=0.001)
+    sol = adaptive_sde.solve(
+        GBM_ITO.make_sde(), y0, ts, bm=bm, per_sample=False, rtol=0.01, atol=0.001
+    )
     exact = GBM_ITO.exact(y0, bm, 0.0, 1.0)
     # A solution of *this* path: the strong error is small.
     assert float((sol.ys[-1] - exact).abs().mean()) < 0.05

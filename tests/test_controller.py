@@ -14,8 +14,11 @@ def _ratio(controller, error, y=None, y_next=None, y_em=None, y_em_prev=None):
     n, d = error.shape
     ones = torch.ones(n, d, dtype=torch.float64)
     return controller.error_ratio(
-        ones if y is None else y, ones if y_next is None else y_next,
-        ones if y_em is None else y_em, ones if y_em_prev is None else y_em_prev, error,
+        ones if y is None else y,
+        ones if y_next is None else y_next,
+        ones if y_em is None else y_em,
+        ones if y_em_prev is None else y_em_prev,
+        error,
     )
 
 
@@ -23,7 +26,9 @@ def test_paper_tolerance_is_the_max_of_absolute_and_relative():
     c = StepController(0.1, 0.01)  # paper form
     err = torch.tensor([[0.05]], dtype=torch.float64)
     # delta = max(0.01, 0.1 * max(|2|, |3|)) = 0.3
-    e = _ratio(c, err, y_em=torch.tensor([[3.0]]).double(), y_em_prev=torch.tensor([[-2.0]]).double())
+    e = _ratio(
+        c, err, y_em=torch.tensor([[3.0]]).double(), y_em_prev=torch.tensor([[-2.0]]).double()
+    )
     assert float(e) == pytest.approx(0.05 / 0.3)
     # Near zero the absolute tolerance takes over.
     e = _ratio(c, err, y_em=torch.zeros(1, 1).double(), y_em_prev=torch.zeros(1, 1).double())

@@ -39,7 +39,7 @@ def test_error_falls_and_work_rises_as_rtol_tightens():
         reg = BrownianRegister(batch, 1, seed=0, dtype=torch.float64)
         y0 = GBM_ITO.initial(batch)
         sol = adaptive_sde.solve(GBM_ITO.make_sde(), y0, TS, bm=reg, rtol=rtol, atol=rtol / 10)
-        exact = GBM_ITO.exact(y0, lambda a, b: reg.w, 0.0, 1.0)
+        exact = GBM_ITO.exact(y0, lambda a, b, w=reg.w: w, 0.0, 1.0)
         errors.append(float((sol.ys[-1] - exact).abs().mean()))
         nfes.append(sol.stats.total_nfe)
     assert errors[0] > 3 * errors[1] > 9 * errors[2]
@@ -99,8 +99,9 @@ def test_deterministic_drift_with_zero_noise_is_exact_and_takes_large_steps():
             return torch.zeros_like(y)
 
     ts = torch.linspace(0, 1, 3, dtype=torch.float64)
-    sol = adaptive_sde.solve(Drift(), torch.zeros(2, 1, dtype=torch.float64), ts, rtol=1e-6,
-                             atol=1e-8, dt0=1e-4)
+    sol = adaptive_sde.solve(
+        Drift(), torch.zeros(2, 1, dtype=torch.float64), ts, rtol=1e-6, atol=1e-8, dt0=1e-4
+    )
     torch.testing.assert_close(sol.ys[:, :, 0], ts[:, None].expand(-1, 2))
     assert int(sol.stats.nfe.max()) < 40
 
@@ -117,8 +118,9 @@ def test_finished_samples_cost_no_further_evaluations():
 
 def test_shared_grid_takes_the_same_steps_for_every_sample():
     sde = Recording(GBM_ITO.make_sde())
-    sol = adaptive_sde.solve(sde, GBM_ITO.initial(16), TS, seed=2, rtol=0.05, atol=0.005,
-                             per_sample=False)
+    sol = adaptive_sde.solve(
+        sde, GBM_ITO.initial(16), TS, seed=2, rtol=0.05, atol=0.005, per_sample=False
+    )
     assert torch.all(sol.stats.nfe == sol.stats.nfe[0])
     assert all(t.dim() == 0 for t, _ in sde.calls)  # torchsde's convention: 0-d time
     assert all(rows == 16 for _, rows in sde.calls)
@@ -162,8 +164,9 @@ def test_gradient_matches_finite_differences_with_fixed_steps():
         sde = TrainableGBM()
         with torch.no_grad():
             sde.mu.fill_(mu)
-        sol = adaptive_sde.solve(sde, torch.ones(16, 1, dtype=torch.float64), TS, seed=9,
-                                 adaptive=False, dt0=0.05)
+        sol = adaptive_sde.solve(
+            sde, torch.ones(16, 1, dtype=torch.float64), TS, seed=9, adaptive=False, dt0=0.05
+        )
         return sol.ys[-1].square().mean(), sde
 
     value, sde = loss(0.5)
@@ -214,18 +217,28 @@ def test_a_nan_drift_is_a_result_code_naming_the_sample_and_time():
 
 
 def test_step_budget_is_a_result_code():
-    with pytest.raises(SolveError, match="MAX_STEPS_REACHED.*max_steps"):
-        adaptive_sde.solve(GBM_ITO.make_sde(), GBM_ITO.initial(2), TS, seed=0, rtol=1e-3,
-                           max_steps=5)
-    sol = adaptive_sde.solve(GBM_ITO.make_sde(), GBM_ITO.initial(2), TS, seed=0, rtol=1e-3,
-                             max_steps=5, throw=False)
+    with pytest.raises(SolveError, match=r"MAX_STEPS_REACHED.*max_steps"):
+        adaptive_sde.solve(
+            GBM_ITO.make_sde(), GBM_ITO.initial(2), TS, seed=0, rtol=1e-3, max_steps=5
+        )
+    sol = adaptive_sde.solve(
+        GBM_ITO.make_sde(), GBM_ITO.initial(2), TS, seed=0, rtol=1e-3, max_steps=5, throw=False
+    )
     assert torch.all(sol.stats.result == Result.MAX_STEPS_REACHED)
     assert torch.all(sol.stats.num_steps == 5)
 
 
 def test_step_size_floor_is_a_result_code():
-    sol = adaptive_sde.solve(GBM_ITO.make_sde(), GBM_ITO.initial(8), TS, seed=0, rtol=1e-4,
-                             atol=1e-6, dt_min=0.05, throw=False)
+    sol = adaptive_sde.solve(
+        GBM_ITO.make_sde(),
+        GBM_ITO.initial(8),
+        TS,
+        seed=0,
+        rtol=1e-4,
+        atol=1e-6,
+        dt_min=0.05,
+        throw=False,
+    )
     assert torch.any(sol.stats.result == Result.DT_MIN_REACHED)
     assert not sol.stats.success
 

@@ -58,8 +58,9 @@ def test_ito_gbm_converges_to_the_ito_mean_and_plain_heun_does_not():
     assert_within_mc(ito, GBM_HALF.mean(1.0))
     # Plain Heun (no random signs) is what the step does for a Stratonovich SDE: on the same
     # coefficients it lands on e^{(mu + sigma^2/2) T} = 3.08, far from the Itô mean e = 2.72.
-    heun = _terminal(GeometricBrownianMotion(1.0, 0.5, "stratonovich"), batch, rtol=0.02,
-                     atol=0.002)
+    heun = _terminal(
+        GeometricBrownianMotion(1.0, 0.5, "stratonovich"), batch, rtol=0.02, atol=0.002
+    )
     se = float(heun.std() / math.sqrt(batch))
     assert abs(float(heun.mean()) - math.e) > 8 * se
     assert_within_mc(heun, torch.tensor([math.exp(1.125)]))
@@ -97,8 +98,15 @@ def test_decoupled_signs_remove_the_selection_bias_of_adaptive_general_noise():
     y0 = COMMUTING_ITO.initial(batch)
 
     def mean(decouple):
-        sol = adaptive_sde.solve(COMMUTING_ITO.make_sde(), y0, TS, seed=11, rtol=0.02,
-                                 atol=0.002, decouple_signs=decouple)
+        sol = adaptive_sde.solve(
+            COMMUTING_ITO.make_sde(),
+            y0,
+            TS,
+            seed=11,
+            rtol=0.02,
+            atol=0.002,
+            decouple_signs=decouple,
+        )
         return sol.ys[-1]
 
     decoupled = mean(None)
@@ -112,8 +120,9 @@ def test_decoupled_signs_cost_one_more_evaluation_per_attempt():
     y0 = COMMUTING_ITO.initial(8)
     sol = adaptive_sde.solve(COMMUTING_ITO.make_sde(), y0, TS, seed=0, rtol=0.1, atol=0.01)
     assert torch.equal(sol.stats.nfe, 3 * sol.stats.num_steps)
-    sol = adaptive_sde.solve(COMMUTING_ITO.make_sde(), y0, TS, seed=0, rtol=0.1, atol=0.01,
-                             decouple_signs=False)
+    sol = adaptive_sde.solve(
+        COMMUTING_ITO.make_sde(), y0, TS, seed=0, rtol=0.1, atol=0.01, decouple_signs=False
+    )
     assert torch.equal(sol.stats.nfe, 2 * sol.stats.num_steps)
 
 
@@ -165,6 +174,7 @@ def test_extrapolation_keeps_the_higher_order_result():
     y0 = torch.ones(3, 1, dtype=torch.float64)
     kw = {"adaptive": False, "dt0": 0.25, "seed": 5}
     hi = adaptive_sde.solve(GeometricBrownianMotion(1.0, 1.0), y0, TS, **kw).ys[-1]
-    em = adaptive_sde.solve(GeometricBrownianMotion(1.0, 1.0), y0, TS, extrapolate=False,
-                            **kw).ys[-1]
+    em = adaptive_sde.solve(GeometricBrownianMotion(1.0, 1.0), y0, TS, extrapolate=False, **kw).ys[
+        -1
+    ]
     assert not torch.allclose(hi, em)
