@@ -65,6 +65,14 @@ def _take(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
     return x if rows is None else x[rows]
 
 
+def _put(x: torch.Tensor, rows: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
+    """``x`` with ``value`` in ``rows`` (in place for a subset, replaced for all rows)."""
+    if rows is None:
+        return value
+    x[rows] = value
+    return x
+
+
 class BrownianRegister:
     """One Brownian path per sample, each on its own adaptive time grid, reusable on rejection.
 
@@ -118,8 +126,8 @@ class BrownianRegister:
         # Pending stack: slot depth-1 is the top (the interval starting at t). Slot k holds the end
         # time and the increment of an interval; the intervals below the top follow it in time.
         self._depth = torch.zeros(batch_size, dtype=torch.int64, device=device)
-        self._ends = torch.empty(batch_size, _INITIAL_DEPTH, dtype=self.time_dtype, device=device)
-        self._incs = torch.empty(
+        self._ends = torch.zeros(batch_size, _INITIAL_DEPTH, dtype=self.time_dtype, device=device)
+        self._incs = torch.zeros(
             batch_size, _INITIAL_DEPTH, brownian_size, dtype=dtype, device=device
         )
         # A host-side bound on the stack depth: each query pushes at most one slot, so the stack
@@ -130,8 +138,7 @@ class BrownianRegister:
 
     def horizon(self, rows: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
         depth = _take(self._depth, rows)
-        top = self._top_slot(depth)
-        ends = _take(self._ends, rows).gather(1, top[:, None])[:, 0]
+        ends = self._slot(self._ends, rows, self._top_slot(depth))
         return torch.where(depth > 0, ends, torch.full_like(ends, float("inf")))
 
     def increment(
@@ -139,12 +146,10 @@ class BrownianRegister:
     ) -> torch.Tensor:
         self._reserve_slot()
         depth = _take(self._depth, rows)
-        ends = _take(self._ends, rows)
-        incs = _take(self._incs, rows)
         top = self._top_slot(depth)
         pending = depth > 0
-        top_end = ends.gather(1, top[:, None])[:, 0]
-        top_inc = self._gather_inc(incs, top)
+        top_end = self._slot(self._ends, rows, top)
+        top_inc = self._slot(self._incs, rows, top)
 
         # Cases per row: nothing pending -> a fresh draw N(0, h); t_next inside the top pending
         # interval [t, e] -> the Brownian bridge N(q dW, q (1 - q) (e - t)), q = h / (e - t);
@@ -152,56 +157,57 @@ class BrownianRegister:
         splits = pending & (t_next < top_end)
         draws = ~pending | splits
         h = (t_next - t).to(self.dtype)[:, None]
-        length = (top_end - t).to(self.dtype)[:, None]
-        q = h / length
-        keys, counters = _take(self._keys, rows), _take(self._draws, rows)
-        z = _random.normals(keys, counters, self.brownian_size, self.dtype)
-        bridged = q * top_inc + torch.sqrt(torch.clamp(q * (1 - q) * length, min=0)) * z
-        fresh = torch.sqrt(h) * z
-        dw = torch.where(pending[:, None], torch.where(splits[:, None], bridged, top_inc), fresh)
+        length = torch.where(pending, top_end - t, t_next - t).to(self.dtype)[:, None]
+        q = torch.where(pending[:, None], h / length, torch.zeros_like(h))
+        counters = _take(self._draws, rows)
+        z = _random.normals(_take(self._keys, rows), counters, self.brownian_size, self.dtype)
+        # With nothing pending, q = 0 and the variance h make the bridge the fresh draw.
+        variance = torch.where(pending[:, None], q * (1 - q) * length, h)
+        bridged = torch.addcmul(q * top_inc, torch.sqrt(torch.clamp(variance, min=0)), z)
+        dw = torch.where((pending & ~splits)[:, None], top_inc, bridged)
 
         # Refine the stack so that its top is exactly [t, t_next] with increment dw: a split
         # leaves the remainder [t_next, e] in the old top slot; then [t, t_next] is pushed.
-        incs = self._scatter_inc(incs, top, torch.where(splits[:, None], top_inc - dw, top_inc))
+        self._set_slot(self._incs, rows, top, torch.where(splits[:, None], top_inc - dw, top_inc))
         new_depth = depth + draws.to(torch.int64)
         new_top = self._top_slot(new_depth)
-        ends = ends.scatter(1, new_top[:, None], t_next[:, None].to(ends.dtype))
-        incs = self._scatter_inc(incs, new_top, dw)
-        self._set(rows, "_draws", counters + draws.to(torch.int64))
-        self._set(rows, "_ends", ends)
-        self._set(rows, "_incs", incs)
-        self._set(rows, "_depth", new_depth)
+        self._set_slot(self._ends, rows, new_top, t_next.to(self.time_dtype))
+        self._set_slot(self._incs, rows, new_top, dw)
+        self._draws = _put(self._draws, rows, counters + draws.to(torch.int64))
+        self._depth = _put(self._depth, rows, new_depth)
         return dw
 
     def commit(self, rows: torch.Tensor | None, accepted: torch.Tensor) -> None:
         depth = _take(self._depth, rows)
-        top = self._top_slot(depth)
-        inc = self._gather_inc(_take(self._incs, rows), top)
+        inc = self._slot(self._incs, rows, self._top_slot(depth))
         w = _take(self.w, rows)
-        self._set(rows, "w", torch.where(accepted[:, None], w + inc, w))
-        self._set(rows, "_depth", depth - accepted.to(torch.int64))
+        self.w = _put(self.w, rows, torch.where(accepted[:, None], w + inc, w))
+        self._depth = _put(self._depth, rows, depth - accepted.to(torch.int64))
 
     # -- internals --------------------------------------------------------------------------
-
-    def _gather_inc(self, incs: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-        index = slot[:, None, None].expand(-1, 1, self.brownian_size)
-        return incs.gather(1, index)[:, 0]
-
-    def _scatter_inc(
-        self, incs: torch.Tensor, slot: torch.Tensor, value: torch.Tensor
-    ) -> torch.Tensor:
-        index = slot[:, None, None].expand(-1, 1, self.brownian_size)
-        return incs.scatter(1, index, value[:, None])
 
     @staticmethod
     def _top_slot(depth: torch.Tensor) -> torch.Tensor:
         return torch.clamp(depth - 1, min=0)
 
-    def _set(self, rows: torch.Tensor | None, name: str, value: torch.Tensor) -> None:
-        if rows is None:
-            setattr(self, name, value)
-        else:
-            getattr(self, name)[rows] = value
+    @staticmethod
+    def _slot(store: torch.Tensor, rows: torch.Tensor | None, slot: torch.Tensor) -> torch.Tensor:
+        """``store[row, slot[row]]`` for each row; ``store`` is (batch, depth[, m])."""
+        if rows is not None:
+            return store[rows, slot]
+        index = slot.view(-1, 1, *([1] * (store.dim() - 2))).expand(-1, 1, *store.shape[2:])
+        return store.gather(1, index).squeeze(1)
+
+    @staticmethod
+    def _set_slot(
+        store: torch.Tensor, rows: torch.Tensor | None, slot: torch.Tensor, value: torch.Tensor
+    ) -> None:
+        """``store[row, slot[row]] = value[row]`` in place."""
+        if rows is not None:
+            store[rows, slot] = value
+            return
+        index = slot.view(-1, 1, *([1] * (store.dim() - 2))).expand(-1, 1, *store.shape[2:])
+        store.scatter_(1, index, value.unsqueeze(1))
 
     def _reserve_slot(self) -> None:
         """Make sure every stack has room for one more interval."""
@@ -213,8 +219,8 @@ class BrownianRegister:
         if self._depth_bound < capacity:
             return
         grow = capacity
-        self._ends = torch.cat([self._ends, torch.empty_like(self._ends[:, :grow])], dim=1)
-        self._incs = torch.cat([self._incs, torch.empty_like(self._incs[:, :grow])], dim=1)
+        self._ends = torch.cat([self._ends, torch.zeros_like(self._ends[:, :grow])], dim=1)
+        self._incs = torch.cat([self._incs, torch.zeros_like(self._incs[:, :grow])], dim=1)
 
 
 class TorchsdeBrownian:
