@@ -43,6 +43,7 @@ class BrownianSource(Protocol):
     are tensors of shape ``(len(rows),)``; every row's ``t`` is its last committed time.
     """
 
+    batch_size: int
     brownian_size: int
     per_sample: bool
 
@@ -234,15 +235,14 @@ class TorchsdeBrownian:
 
     per_sample = False
 
-    def __init__(self, bm: object, batch_size: int) -> None:
+    def __init__(self, bm: object) -> None:
         shape = tuple(getattr(bm, "shape", ()))
-        if len(shape) != 2 or shape[0] != batch_size:
-            raise ValueError(
-                f"bm must produce increments of shape (batch, m) = ({batch_size}, m), "
-                f"got shape {shape}"
-            )
+        if len(shape) != 2:
+            raise ValueError(f"bm must produce increments of shape (batch, m), got shape {shape}")
         self.bm = bm
-        self.brownian_size = shape[1]
+        # Usually the state's batch; torchsde's adjoint solves a state of batch 1 driven by the
+        # forward batch's noise, so the two may differ.
+        self.batch_size, self.brownian_size = int(shape[0]), int(shape[1])
         self._pending: list[float] = []  # end times of rejected steps, nearest last
         self._last_end: float | None = None
 

@@ -42,7 +42,9 @@ class StepController:
     ``h_next / h``), ``nonfinite_factor`` (the shrink after a non-finite proposal), ``dt_min``,
     ``dt_max`` (bounds on the step; a rejected step that would go below ``dt_min`` ends the solve
     of that sample with a result code), ``shared`` (one decision for the whole batch: every
-    sample must pass, the smallest factor wins).
+    sample must pass, the smallest factor wins), ``accept_at_dt_min`` (torchsde's meaning of
+    ``dt_min``: steps never shrink below it, and a step of ``dt_min`` is accepted whatever its
+    error, instead of ending the solve).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class StepController:
         dt_min: float = 0.0,
         dt_max: float = math.inf,
         shared: bool = False,
+        accept_at_dt_min: bool = False,
     ) -> None:
         _check_real("rtol", rtol, low=0.0)
         _check_real("atol", atol, low=0.0)
@@ -86,6 +89,7 @@ class StepController:
         self.nonfinite_factor = float(nonfinite_factor)
         self.dt_min, self.dt_max = float(dt_min), float(dt_max)
         self.shared = shared
+        self.accept_at_dt_min = accept_at_dt_min and self.dt_min > 0
 
     def error_ratio(
         self,
@@ -123,6 +127,15 @@ class StepController:
         factor = torch.where(finite, growth, torch.full_like(growth, self.nonfinite_factor))
         return accept, factor
 
+    def forced(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """Rows whose step, at ``dt_min``, is accepted whatever its (finite) error."""
+        finite = ~torch.isnan(e)
+        if not self.accept_at_dt_min:
+            return torch.zeros_like(finite)
+        if self.shared:
+            finite = finite.all().expand_as(finite)
+        return finite & (h <= self.dt_min * (1 + 1e-9))
+
     def next_step(
         self,
         h_taken: torch.Tensor,
@@ -135,13 +148,16 @@ class StepController:
         time or a pending Brownian breakpoint) keeps at least the proposal it was clipped from."""
         h_next = h_taken * factor.to(h_taken.dtype)
         h_next = torch.where(accept & clipped, torch.maximum(h_next, h_proposed), h_next)
+        if self.accept_at_dt_min:
+            h_next = torch.clamp(h_next, min=self.dt_min)
         return torch.clamp(h_next, max=self.dt_max)
 
     def step_floor(self, t: torch.Tensor) -> torch.Tensor:
         """The smallest usable step at ``t``: ``dt_min``, and never below what the time's
         floating-point spacing can resolve (so a shrinking step cannot loop forever)."""
         eps = torch.finfo(t.dtype).eps
-        return torch.clamp(64 * eps * torch.clamp(t.abs(), min=1.0), min=self.dt_min)
+        resolution = 64 * eps * torch.clamp(t.abs(), min=1.0)
+        return resolution if self.accept_at_dt_min else torch.clamp(resolution, min=self.dt_min)
 
 
 def _check_real(

@@ -35,7 +35,7 @@ def solve(
     *,
     rtol: float = 1e-2,
     atol: float = 1e-3,
-    dt0: float | None = None,
+    dt0: float | torch.Tensor | None = None,
     bm: Any = None,
     seed: int | torch.Generator | None = None,
     per_sample: bool = True,
@@ -54,6 +54,7 @@ def solve(
     brownian_size: int | None = None,
     throw: bool = True,
     progress: bool = False,
+    accept_at_dt_min: bool = False,
 ) -> Solution:
     """Solve an Itô or Stratonovich SDE adaptively with the Gotta-Go-Fast method.
 
@@ -79,8 +80,9 @@ def solve(
       :class:`~adaptive_sde.StepController`. ``tolerance="paper"`` is
       ``max(atol, rtol * max(|y_em_prev|, |y_em|))``; ``"conventional"`` is
       ``atol + rtol * max(|y|, |y_next|)``.
-    - ``dt0``: the first step (default ``(ts[-1] - ts[0]) / 100``); with ``adaptive=False`` the
-      fixed step.
+    - ``dt0``: the first step (default ``(ts[-1] - ts[0]) / 100``), a number or a tensor of shape
+      (batch,) with one first step per sample (such as ``Solution.dt_next`` of an earlier solve);
+      with ``adaptive=False`` the fixed step.
     - ``bm``: the Brownian motion: ``None`` (a :class:`~adaptive_sde.BrownianRegister` seeded by
       ``seed``), a ``BrownianRegister``, or a torchsde ``BrownianInterval`` / ``BrownianTree`` /
       ``BrownianPath`` (only with ``per_sample=False``, as it has one time grid).
@@ -101,6 +103,9 @@ def solve(
     - ``throw``: raise :class:`~adaptive_sde.SolveError` if any sample fails (default); ``False``
       returns the solution with result codes in ``stats.result``.
     - ``progress``: show a tqdm progress bar driven by the slowest sample.
+    - ``accept_at_dt_min``: torchsde's meaning of ``dt_min``: a step that would shrink below it is
+      taken at ``dt_min`` and accepted whatever its error (counted in ``stats.num_forced``),
+      instead of ending the sample with ``DT_MIN_REACHED``.
 
     **Returns:** a :class:`~adaptive_sde.Solution` with ``ts``, ``ys`` of shape
     ``(len(ts), batch, d)`` and per-sample statistics. Gradients flow through the accepted states;
@@ -110,7 +115,7 @@ def solve(
     ts = check_times(ts, y0)
     batch, d = y0.shape
     span = float(ts[-1] - ts[0])
-    dt0 = check_positive("dt0", dt0, allow_none=True) or span / 100
+    h = _first_steps(dt0, span, batch, ts)
     max_steps = check_count("max_steps", max_steps)
     controller = StepController(
         rtol,
@@ -124,11 +129,12 @@ def solve(
         dt_min=dt_min,
         dt_max=dt_max,
         shared=not per_sample,
+        accept_at_dt_min=accept_at_dt_min,
     )
     if brownian_size is not None:
         brownian_size = check_count("brownian_size", brownian_size)
     bm_size = getattr(bm, "brownian_size", None) or _torchsde_size(bm) or brownian_size
-    adapter = SDEAdapter(sde, d, bm_size)
+    adapter = sde if isinstance(sde, SDEAdapter) else SDEAdapter(sde, d, bm_size)
     adapter.per_sample_time = per_sample
 
     time_dtype = ts.dtype
@@ -143,7 +149,9 @@ def solve(
     sign_keys = kept_sign_keys = None
     if stepper.needs_signs:
         sign_seed = brownian.seed if isinstance(brownian, BrownianRegister) else resolve_seed(seed)
-        ids = _sample_ids(brownian, batch, y0.device)
+        # One sign stream per row of the Brownian motion (its batch is the state's, except in
+        # torchsde's adjoint, which drives a state of batch 1 with the forward batch's noise).
+        ids = _sample_ids(brownian, y0.device)
         sign_keys = _random.stream_keys(sign_seed, ids, _SIGN_TAG)
         kept_sign_keys = _random.stream_keys(sign_seed, ids, _KEPT_SIGN_TAG)
 
@@ -151,10 +159,11 @@ def solve(
     ys = torch.full((len(ts), batch, d), math.nan, dtype=y0.dtype, device=device)
     ys[0] = y0
     y, y_em_prev = y0, y0.detach()
-    h = torch.full((batch,), min(dt0, dt_max), dtype=time_dtype, device=device)
+    h = torch.clamp(h, max=dt_max)
     out_index = torch.ones(batch, dtype=torch.int64, device=device)
     status = torch.full((batch,), _RUNNING, dtype=torch.int64, device=device)
-    counts = torch.zeros(3, batch, dtype=torch.int64, device=device)  # nfe, accepted, rejected
+    # nfe, accepted, rejected, forced (accepted at dt_min, only with accept_at_dt_min)
+    counts = torch.zeros(4, batch, dtype=torch.int64, device=device)
     dt_smallest = torch.full((batch,), math.inf, dtype=time_dtype, device=device)
     dt_largest = torch.zeros(batch, dtype=time_dtype, device=device)
     meter = ProgressMeter(float(ts[0]), float(ts[-1]), progress)
@@ -200,8 +209,11 @@ def solve(
                 )
                 if adaptive:
                     accept, factor = controller.decide(e)
+                    forced = controller.forced(h_r, e) & ~accept
+                    accept = accept | forced
                 else:
                     accept, factor = ~torch.isnan(e), torch.ones_like(e)
+                    forced = torch.zeros_like(accept)
                 stuck = ~result.start_finite
                 if not per_sample:
                     stuck = stuck.any().expand_as(stuck)
@@ -230,6 +242,7 @@ def solve(
                         torch.full_like(out_r, stepper.evaluations_per_step),
                         accept.to(torch.int64),
                         (~accept).to(torch.int64),
+                        forced.to(torch.int64),
                     ]
                 )
                 counts = counts.index_add(1, out_rows, step_counts)
@@ -269,12 +282,13 @@ def solve(
         nfe=counts[0],
         num_accepted=counts[1],
         num_rejected=counts[2],
+        num_forced=counts[3],
         dt_smallest=dt_smallest,
         dt_largest=dt_largest,
         result=status,
         t_final=t,
     )
-    solution = Solution(ts=ts, ys=ys, stats=stats)
+    solution = Solution(ts=ts, ys=ys, stats=stats, dt_next=h)
     if throw and not stats.success:
         raise SolveError(failure_message(stats), solution)
     return solution
@@ -294,9 +308,25 @@ def _torchsde_size(bm: Any) -> int | None:
     return int(shape[-1]) if shape is not None and len(shape) == 2 else None
 
 
-def _sample_ids(brownian: BrownianSource, batch: int, device: torch.device) -> torch.Tensor:
+def _sample_ids(brownian: BrownianSource, device: torch.device) -> torch.Tensor:
     ids = getattr(brownian, "sample_ids", None)
-    return ids if ids is not None else torch.arange(batch, device=device)
+    return ids if ids is not None else torch.arange(brownian.batch_size, device=device)
+
+
+def _first_steps(
+    dt0: float | torch.Tensor | None, span: float, batch: int, ts: torch.Tensor
+) -> torch.Tensor:
+    """The first proposed step of every sample, shape (batch,)."""
+    if isinstance(dt0, torch.Tensor) and dt0.numel() > 1:
+        if tuple(dt0.shape) != (batch,):
+            raise ValueError(
+                f"dt0 must be a number or have shape ({batch},), got {tuple(dt0.shape)}"
+            )
+        if not bool(torch.isfinite(dt0).all() and (dt0 > 0).all()):
+            raise ValueError("dt0 must hold finite numbers > 0")
+        return dt0.detach().to(dtype=ts.dtype, device=ts.device).clone()
+    first = check_positive("dt0", dt0, allow_none=True) or span / 100
+    return torch.full((batch,), first, dtype=ts.dtype, device=ts.device)
 
 
 def _make_brownian(
@@ -330,7 +360,7 @@ def _make_brownian(
             raise ValueError(_SHARED_BM_MESSAGE.format(name=type(bm).__name__))
         if _torchsde_size(bm) != m:
             raise ValueError(f"bm must give increments with m={m} channels, got shape {bm.shape}")
-        return TorchsdeBrownian(bm, batch)
+        return TorchsdeBrownian(bm)
     raise TypeError(
         "bm must be None, an adaptive_sde.BrownianRegister or a torchsde BrownianInterval / "
         f"BrownianTree / BrownianPath, got {type(bm).__name__}"

@@ -29,9 +29,19 @@ class SDEAdapter:
     - ``sde``: the user's SDE object.
     - ``state_size``: ``d``, the width of ``y``.
     - ``brownian_size``: ``m`` if already known (from a Brownian motion), else ``None``.
+    - ``provided``: the names among ``f, g, f_and_g, g_prod, f_and_g_prod`` that the SDE really
+      implements. By default they are read off the SDE, or off the SDE that a torchsde wrapper
+      (``ForwardSDE``) holds in ``_base_sde``: such wrappers define every name, some only to
+      raise.
     """
 
-    def __init__(self, sde: Any, state_size: int, brownian_size: int | None = None) -> None:
+    def __init__(
+        self,
+        sde: Any,
+        state_size: int,
+        brownian_size: int | None = None,
+        provided: frozenset[str] | None = None,
+    ) -> None:
         noise_type = getattr(sde, "noise_type", None)
         sde_type = getattr(sde, "sde_type", None)
         if noise_type not in NOISE_TYPES:
@@ -44,8 +54,11 @@ class SDEAdapter:
         self.state_size = state_size
         self.per_sample_time = False
 
+        source = getattr(sde, "_base_sde", sde)
         has = {
-            name: callable(getattr(sde, name, None))
+            name: (name in provided)
+            if provided is not None
+            else callable(getattr(source, name, None))
             for name in ("f", "g", "f_and_g", "g_prod", "f_and_g_prod")
         }
         if not (has["f"] or has["f_and_g"] or has["f_and_g_prod"]):

@@ -39,13 +39,16 @@ class SolveStats:
 
     ``nfe`` counts evaluations of the SDE at a point (one drift and one diffusion each); every
     attempted step costs two. ``dt_smallest`` / ``dt_largest`` are over accepted steps, clipped
-    steps included. ``result`` holds :class:`Result` codes; ``t_final`` the time each sample
-    reached (the last output time on success, where it stopped otherwise).
+    steps included. ``num_forced`` counts steps accepted at ``dt_min`` without meeting the
+    tolerance (only with ``accept_at_dt_min``, torchsde's meaning of ``dt_min``). ``result``
+    holds :class:`Result` codes; ``t_final`` the time each sample reached (the last output time
+    on success, where it stopped otherwise).
     """
 
     nfe: torch.Tensor
     num_accepted: torch.Tensor
     num_rejected: torch.Tensor
+    num_forced: torch.Tensor
     dt_smallest: torch.Tensor
     dt_largest: torch.Tensor
     result: torch.Tensor
@@ -81,6 +84,7 @@ class SolveStats:
             "nfe_max": int(self.nfe.max()),
             "accepted": self.total_accepted,
             "rejected": self.total_rejected,
+            "forced": int(self.num_forced.sum()),
             "dt_smallest": float(self.dt_smallest.min()),
             "dt_largest": float(self.dt_largest.max()),
             "failed": int((self.result != Result.SUCCESS).sum()),
@@ -91,11 +95,13 @@ class SolveStats:
 class Solution:
     """The result of :func:`adaptive_sde.solve`: ``ys[i]`` is the state at ``ts[i]``, shape
     ``(len(ts), batch, d)``. Rows of failed samples hold NaN from the first output time they did
-    not reach."""
+    not reach. ``dt_next`` is each sample's next proposed step, shape (batch,): pass it as ``dt0``
+    to continue a solve where this one stopped."""
 
     ts: torch.Tensor
     ys: torch.Tensor
     stats: SolveStats
+    dt_next: torch.Tensor
 
 
 class SolveError(RuntimeError):

@@ -82,7 +82,7 @@ class RedrawingBrownian:
     per_sample = True
 
     def __init__(self, batch: int, m: int, seed: int, dtype=torch.float64) -> None:
-        self.brownian_size = m
+        self.batch_size, self.brownian_size = batch, m
         self._inner = BrownianRegister(batch, m, seed=seed, dtype=dtype)
 
     def horizon(self, rows, t):

@@ -171,7 +171,7 @@ def test_torchsde_brownian_interval_drives_a_shared_grid_solve():
 
 def test_torchsde_adapter_lands_on_rejected_end_times():
     bm = brownian_interval(1, 1)
-    adapter = TorchsdeBrownian(bm, 1)
+    adapter = TorchsdeBrownian(bm)
     t = torch.zeros(1, dtype=torch.float64)
     adapter.increment(None, t, torch.tensor([0.5], dtype=torch.float64))
     adapter.commit(None, torch.tensor([False]))
