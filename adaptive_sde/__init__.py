@@ -6,10 +6,14 @@ from adaptive_sde._integrate import solve
 from adaptive_sde._sde import SDEAdapter
 from adaptive_sde._solution import Result, Solution, SolveError, SolveStats
 from adaptive_sde._step import GottaGoFastStep, StepResult
+from adaptive_sde._torchsde import GottaGoFastSolver, register
+
+register()  # method="gtgf" for torchsde.sdeint / sdeint_adjoint
 
 __all__ = [
     "BrownianRegister",
     "BrownianSource",
+    "GottaGoFastSolver",
     "GottaGoFastStep",
     "Result",
     "SDEAdapter",
@@ -19,6 +23,7 @@ __all__ = [
     "StepController",
     "StepResult",
     "TorchsdeBrownian",
+    "register",
     "solve",
 ]
 

@@ -1,0 +1,254 @@
+"""``method="gtgf"`` for ``torchsde.sdeint`` and ``torchsde.sdeint_adjoint``.
+
+``import adaptive_sde`` registers the method; torchsde's own contract checks (shapes, noise and
+SDE types, ``names=``, ``logqp=``) keep running unchanged before the solve reaches us. How
+torchsde's arguments map onto the method:
+
+- ``dt``: the first step (with ``options={"fixed_steps": True}``, the fixed step).
+- ``rtol``, ``atol``: the tolerance, in torchsde's conventional form
+  ``atol + rtol * max(|y|, |y_next|)`` unless ``options={"tolerance": "paper"}``. torchsde's
+  defaults (1e-5, 1e-4) are strict for a strong-order-1 method; 1e-2 / 1e-3 is a usual start.
+- ``dt_min``: torchsde's meaning: steps never shrink below it, and a step of ``dt_min`` is
+  accepted whatever its error (a warning says how many were).
+- ``adaptive``: ignored. The method is adaptive by nature; torchsde's default
+  ``adaptive=False`` does not turn it into a fixed-step method (``fixed_steps`` does).
+- ``bm``: honoured: the solution is a function of that path. Without ``bm``, torchsde makes a
+  ``BrownianInterval``; with ``options={"per_sample": True}`` the library's per-sample
+  :class:`~adaptive_sde.BrownianRegister` replaces it (rows must then be independent).
+- ``extra=True`` returns ``extra_solver_state = (dt_next,)``, each sample's next step, which
+  ``extra_solver_state=`` takes back to continue a solve.
+- ``options``: the method's settings, see :data:`OPTIONS`; an unknown key is an error.
+
+Statistics without global state: ``options={"stats_callback": fn}`` calls ``fn`` with the
+:class:`~adaptive_sde.SolveStats` of every solve (for ``sdeint_adjoint``, pass it in
+``adjoint_options`` too to see the backward solves).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torchsde
+from torchsde._core import base_solver
+from torchsde._core import methods as torchsde_methods
+from torchsde._core import sdeint as torchsde_sdeint
+from torchsde.settings import LEVY_AREA_APPROXIMATIONS, METHODS, NOISE_TYPES, SDE_TYPES
+
+from adaptive_sde._integrate import solve
+from adaptive_sde._sde import SDEAdapter
+from adaptive_sde._solution import Solution, SolveError
+
+METHOD = "gtgf"
+SUPPORTED_TORCHSDE = ((0, 2, 6), (0, 3, 0))  # >= 0.2.6, < 0.3
+
+OPTIONS: dict[str, str] = {
+    "per_sample": "bool, default False: every sample takes its own steps (rows must be "
+    "independent; needs the default bm)",
+    "seed": "int or torch.Generator: seeds Roberts' signs, and the per-sample register",
+    "fixed_steps": "bool, default False: fixed steps of dt (for order studies)",
+    "tolerance": '"conventional" (default here) or "paper"',
+    "norm": '"rms" (default), "max" or "l2"',
+    "safety": "float in (0, 1], default 0.9",
+    "exponent": "float > 0, default 0.9",
+    "factor_min": "float in (0, 1], default 0.2",
+    "factor_max": "float >= 1, default 10",
+    "dt_max": "float, default inf",
+    "max_steps": "int, default 100000 attempted steps per sample",
+    "extrapolate": "bool, default True",
+    "decouple_signs": "bool or None (default: on for Itô general noise with m >= 2)",
+    "progress": "bool, default False: a tqdm progress bar",
+    "throw": "bool, default True: raise SolveError when a sample fails",
+    "stats_callback": "callable, receives the SolveStats of each solve",
+}
+
+
+_TORCHSDE_DEFAULT_TOLERANCES = (1e-5, 1e-4)
+_STRICT_DEFAULTS = (
+    "Note: these are torchsde's default tolerances rtol=1e-5, atol=1e-4, strict for a "
+    "strong-order-1 method; pass e.g. rtol=1e-2, atol=1e-3 to sdeint."
+)
+
+
+class _DefaultBrownianInterval(torchsde.BrownianInterval):
+    """The BrownianInterval torchsde makes when the user gives no ``bm``: the same object,
+    marked, so that per-sample stepping can replace it but never a user's own path."""
+
+
+class GottaGoFastSolver(base_solver.BaseSDESolver):
+    """The Gotta-Go-Fast method behind torchsde's solver interface (see the module docstring)."""
+
+    strong_order = 1.0  # diagonal, scalar and additive noise; 0.5 for Itô general noise
+    weak_order = 1.0
+    sde_type = SDE_TYPES.ito
+    noise_types = NOISE_TYPES.all()
+    levy_area_approximations = LEVY_AREA_APPROXIMATIONS.all()
+
+    def __init__(
+        self,
+        sde: Any,
+        bm: Any,
+        dt: float,
+        adaptive: bool,
+        rtol: float,
+        atol: float,
+        dt_min: float,
+        options: dict[str, Any],
+    ) -> None:
+        super().__init__(
+            sde=sde,
+            bm=bm,
+            dt=dt,
+            adaptive=adaptive,
+            rtol=rtol,
+            atol=atol,
+            dt_min=dt_min,
+            options=options,
+        )
+        self.options: dict[str, Any] = dict(options)
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {unknown} for method='gtgf'; the options are "
+                + "; ".join(f"{k}: {v}" for k, v in OPTIONS.items())
+            )
+        self.per_sample = bool(options.get("per_sample", False))
+        if self.per_sample and not isinstance(bm, _DefaultBrownianInterval):
+            raise ValueError(
+                "options={'per_sample': True} needs the library's per-sample Brownian register, "
+                f"but a {type(bm).__name__} was given as bm: its one time grid is shared by the "
+                "batch. Drop bm, or drop per_sample."
+            )
+        if self.per_sample and _is_adjoint(sde):
+            raise ValueError(
+                "per-sample stepping cannot serve sdeint_adjoint: the backward solve re-queries "
+                "the forward Brownian path on a shared grid. Use adjoint_options without "
+                "per_sample."
+            )
+
+    def init_extra_solver_state(self, t0: torch.Tensor, y0: torch.Tensor) -> tuple[torch.Tensor]:
+        return (
+            torch.full((y0.shape[0],), float(self.dt), dtype=_time_dtype(t0, y0), device=y0.device),
+        )
+
+    def integrate(
+        self, y0: torch.Tensor, ts: torch.Tensor, extra0: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor]]:
+        adapter = SDEAdapter(
+            self.sde,
+            y0.shape[1],
+            int(self.bm.shape[-1]),
+            provided=frozenset({"f", "g_prod", "f_and_g_prod"}) if _is_adjoint(self.sde) else None,
+        )
+        dt0 = extra0[0] if extra0 else float(self.dt)
+        try:
+            solution = self._solve(adapter, y0, ts, dt0)
+        except SolveError as error:
+            if (float(self.rtol), float(self.atol)) == _TORCHSDE_DEFAULT_TOLERANCES:
+                raise SolveError(f"{error}\n{_STRICT_DEFAULTS}", error.solution) from None
+            raise
+        forced = int(solution.stats.num_forced.sum())
+        if forced:
+            warnings.warn(
+                f"method='gtgf': {forced} steps were accepted at dt_min={float(self.dt_min):g} "
+                "without meeting rtol/atol (torchsde's meaning of dt_min); lower dt_min or loosen "
+                "the tolerances",
+                stacklevel=2,
+            )
+        callback = self.options.get("stats_callback")
+        if callback is not None:
+            callback(solution.stats)
+        return solution.ys, (solution.dt_next,)
+
+    def _solve(self, adapter: SDEAdapter, y0: torch.Tensor, ts: torch.Tensor, dt0: Any) -> Solution:
+        options = self.options
+        return solve(
+            adapter,
+            y0,
+            ts,
+            rtol=float(self.rtol),
+            atol=float(self.atol),
+            dt0=dt0,
+            bm=None if self.per_sample else self.bm,
+            seed=options.get("seed"),
+            per_sample=self.per_sample,
+            adaptive=not options.get("fixed_steps", False),
+            tolerance=options.get("tolerance", "conventional"),
+            norm=options.get("norm", "rms"),
+            safety=options.get("safety", 0.9),
+            exponent=options.get("exponent", 0.9),
+            factor_min=options.get("factor_min", 0.2),
+            factor_max=options.get("factor_max", 10.0),
+            dt_min=float(self.dt_min),
+            dt_max=options.get("dt_max", float("inf")),
+            max_steps=options.get("max_steps", 100_000),
+            extrapolate=options.get("extrapolate", True),
+            decouple_signs=options.get("decouple_signs"),
+            throw=options.get("throw", True),
+            progress=options.get("progress", False),
+            accept_at_dt_min=True,
+        )
+
+    def step(
+        self, t0: torch.Tensor, t1: torch.Tensor, y0: torch.Tensor, extra0: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One fixed step from ``t0`` to ``t1`` (torchsde's solver interface)."""
+        ts = torch.stack([torch.as_tensor(t0), torch.as_tensor(t1)]).to(y0.dtype)
+        saved = dict(self.options)
+        self.options = {**saved, "fixed_steps": True, "per_sample": False, "stats_callback": None}
+        try:
+            self.dt = float(t1 - t0)
+            ys, _ = self.integrate(y0, ts, ())
+        finally:
+            self.options = saved
+        return ys[-1], extra0
+
+
+class _GottaGoFastStratonovich(GottaGoFastSolver):
+    sde_type = SDE_TYPES.stratonovich
+
+
+def _is_adjoint(sde: Any) -> bool:
+    return type(sde).__name__ == "AdjointSDE"
+
+
+def _time_dtype(t0: Any, y0: torch.Tensor) -> torch.dtype:
+    return t0.dtype if isinstance(t0, torch.Tensor) and t0.is_floating_point() else y0.dtype
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("+")[0].split(".")[:3] if part.isdigit())
+
+
+def register() -> None:
+    """Make ``method="gtgf"`` known to torchsde. Idempotent; called by ``import adaptive_sde``."""
+    version = _version(torchsde.__version__)
+    low, high = SUPPORTED_TORCHSDE
+    if not low <= version < high:
+        raise ImportError(
+            f"adaptive_sde supports torchsde >= 0.2.6 and < 0.3 (it hooks into torchsde's method "
+            f"registry), but torchsde {torchsde.__version__} is installed: "
+            "pip install 'torchsde>=0.2.6,<0.3'"
+        )
+    if METHOD not in METHODS:
+        setattr(METHODS, METHOD, METHOD)
+    if not getattr(torchsde_methods.select, "_adaptive_sde", False):
+        original = torchsde_methods.select
+
+        def select(method: str, sde_type: str) -> Any:
+            if method != METHOD:
+                return original(method=method, sde_type=sde_type)
+            if sde_type == SDE_TYPES.ito:
+                return GottaGoFastSolver
+            if sde_type == SDE_TYPES.stratonovich:
+                return _GottaGoFastStratonovich
+            raise ValueError(
+                f"method='gtgf' serves Itô and Stratonovich SDEs, got sde_type={sde_type!r}"
+            )
+
+        select._adaptive_sde = True  # type: ignore[attr-defined]
+        torchsde_methods.select = select
+    # torchsde builds its default Brownian motion through this module-level name.
+    if torchsde_sdeint.BrownianInterval is not _DefaultBrownianInterval:
+        torchsde_sdeint.BrownianInterval = _DefaultBrownianInterval
