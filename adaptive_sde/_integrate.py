@@ -159,7 +159,7 @@ def solve(
     ys = torch.full((len(ts), batch, d), math.nan, dtype=y0.dtype, device=device)
     ys[0] = y0
     y, y_em_prev = y0, y0.detach()
-    h = torch.clamp(h, max=dt_max)
+    h = torch.clamp(h, min=dt_min if controller.accept_at_dt_min else None, max=dt_max)
     out_index = torch.ones(batch, dtype=torch.int64, device=device)
     status = torch.full((batch,), _RUNNING, dtype=torch.int64, device=device)
     # nfe, accepted, rejected, forced (accepted at dt_min, only with accept_at_dt_min)

@@ -72,6 +72,10 @@ class SDEAdapter:
         self.has_g = has["g"] or has["f_and_g"]
 
         implied = {"diagonal": state_size, "scalar": 1}.get(noise_type)
+        if not self.has_g and brownian_size is not None:
+            # g_prod alone decides how noise enters; torchsde's adjoint SDE, "diagonal" after
+            # its forward SDE, takes the forward batch's noise in a state of another size.
+            implied = brownian_size
         if implied is not None and brownian_size is not None and brownian_size != implied:
             raise ValueError(
                 f"{noise_type} noise needs a Brownian motion of size {implied}, got {brownian_size}"

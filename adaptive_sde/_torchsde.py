@@ -26,14 +26,17 @@ Statistics without global state: ``options={"stats_callback": fn}`` calls ``fn``
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any
 
 import torch
 import torchsde
+from torchsde._core import adjoint as torchsde_adjoint
 from torchsde._core import base_solver
 from torchsde._core import methods as torchsde_methods
 from torchsde._core import sdeint as torchsde_sdeint
+from torchsde._core.adjoint_sde import AdjointSDE
 from torchsde.settings import LEVY_AREA_APPROXIMATIONS, METHODS, NOISE_TYPES, SDE_TYPES
 
 from adaptive_sde._integrate import solve
@@ -114,17 +117,17 @@ class GottaGoFastSolver(base_solver.BaseSDESolver):
                 + "; ".join(f"{k}: {v}" for k, v in OPTIONS.items())
             )
         self.per_sample = bool(options.get("per_sample", False))
+        if self.per_sample and (_is_adjoint(sde) or _inside_sdeint_adjoint()):
+            raise ValueError(
+                "options={'per_sample': True} cannot serve sdeint_adjoint: the backward solve "
+                "re-queries the forward Brownian path on one shared time grid. Drop per_sample "
+                "(in options and adjoint_options)."
+            )
         if self.per_sample and not isinstance(bm, _DefaultBrownianInterval):
             raise ValueError(
                 "options={'per_sample': True} needs the library's per-sample Brownian register, "
                 f"but a {type(bm).__name__} was given as bm: its one time grid is shared by the "
                 "batch. Drop bm, or drop per_sample."
-            )
-        if self.per_sample and _is_adjoint(sde):
-            raise ValueError(
-                "per-sample stepping cannot serve sdeint_adjoint: the backward solve re-queries "
-                "the forward Brownian path on a shared grid. Use adjoint_options without "
-                "per_sample."
             )
 
     def init_extra_solver_state(self, t0: torch.Tensor, y0: torch.Tensor) -> tuple[torch.Tensor]:
@@ -210,7 +213,19 @@ class _GottaGoFastStratonovich(GottaGoFastSolver):
 
 
 def _is_adjoint(sde: Any) -> bool:
-    return type(sde).__name__ == "AdjointSDE"
+    return isinstance(sde, AdjointSDE)
+
+
+def _inside_sdeint_adjoint(depth: int = 8) -> bool:
+    """Whether torchsde.sdeint_adjoint is constructing this solver (it gives no other sign)."""
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        if frame is None:
+            return False
+        if frame.f_code is torchsde_adjoint.sdeint_adjoint.__code__:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
 def _time_dtype(t0: Any, y0: torch.Tensor) -> torch.dtype:

@@ -41,11 +41,10 @@ class OrnsteinUhlenbeck(nn.Module):
     """dX = -theta X dt + sigma dW, additive noise (Itô = Stratonovich)."""
 
     noise_type = "additive"
-    sde_type = "ito"
 
-    def __init__(self, theta: float, sigma: float, d: int = 1) -> None:
+    def __init__(self, theta: float, sigma: float, d: int = 1, sde_type: str = "ito") -> None:
         super().__init__()
-        self.theta, self.sigma, self.d = theta, sigma, d
+        self.theta, self.sigma, self.d, self.sde_type = theta, sigma, d, sde_type
 
     def f(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return -self.theta * y
@@ -56,14 +55,16 @@ class OrnsteinUhlenbeck(nn.Module):
 
 
 class ScalarNoiseGBM(nn.Module):
-    """Two geometric Brownian motions driven by one Brownian motion (scalar noise, Itô):
-    dX_i = mu_i X_i dt + sigma_i X_i dW."""
+    """Two geometric Brownian motions driven by one Brownian motion (scalar noise):
+    dX_i = mu_i X_i dt + sigma_i X_i dW (Itô) or ∘dW (Stratonovich)."""
 
     noise_type = "scalar"
-    sde_type = "ito"
 
-    def __init__(self, mu: tuple[float, float], sigma: tuple[float, float]) -> None:
+    def __init__(
+        self, mu: tuple[float, float], sigma: tuple[float, float], sde_type: str = "ito"
+    ) -> None:
         super().__init__()
+        self.sde_type = sde_type
         self.register_buffer("mu", torch.tensor(mu, dtype=torch.float64))
         self.register_buffer("sigma", torch.tensor(sigma, dtype=torch.float64))
 
@@ -183,7 +184,7 @@ def _gbm(name: str, mu: float, sigma: float, sde_type: str) -> Problem:
     )
 
 
-def _ou(theta: float, sigma: float, x0: float) -> Problem:
+def _ou(theta: float, sigma: float, x0: float, sde_type: str = "ito") -> Problem:
     def exact(x0_, bm, t0, t1, steps: int = 4096):
         # Exact transition on a fine grid: X <- e^{-theta dt} X + sigma e^{-theta dt/2} dW; the
         # midpoint weight makes the quadrature error O(dt) in total, far below the test errors.
@@ -195,8 +196,8 @@ def _ou(theta: float, sigma: float, x0: float) -> Problem:
         return x
 
     return Problem(
-        name="ou_additive",
-        make_sde=lambda: OrnsteinUhlenbeck(theta, sigma),
+        name=f"ou_additive_{sde_type}",
+        make_sde=lambda: OrnsteinUhlenbeck(theta, sigma, sde_type=sde_type),
         x0=(x0,),
         t1=1.0,
         brownian_size=1,
@@ -204,34 +205,38 @@ def _ou(theta: float, sigma: float, x0: float) -> Problem:
         exact=exact,
         mean=lambda t: torch.tensor([x0 * math.exp(-theta * t)]),
         variance=lambda t: torch.tensor([sigma**2 / (2 * theta) * (1 - math.exp(-2 * theta * t))]),
-        tags=("additive",),
+        tags=("additive", sde_type),
     )
 
 
-def _scalar_gbm() -> Problem:
+def _scalar_gbm(sde_type: str = "ito") -> Problem:
     mu, sigma = (0.5, -0.2), (0.6, 0.3)
+    correction = 0.5 if sde_type == "ito" else 0.0
+    ito_mu = (
+        mu if sde_type == "ito" else tuple(m + 0.5 * s**2 for m, s in zip(mu, sigma, strict=True))
+    )
 
     def exact(x0, bm, t0, t1):
         w = bm(t0, t1)  # (batch, 1)
         m, s = torch.tensor(mu, dtype=x0.dtype), torch.tensor(sigma, dtype=x0.dtype)
-        return x0 * torch.exp((m - 0.5 * s**2) * (t1 - t0) + s * w)
+        return x0 * torch.exp((m - correction * s**2) * (t1 - t0) + s * w)
 
     return Problem(
-        name="gbm_scalar_noise",
-        make_sde=lambda: ScalarNoiseGBM(mu, sigma),
+        name=f"gbm_scalar_noise_{sde_type}",
+        make_sde=lambda: ScalarNoiseGBM(mu, sigma, sde_type),
         x0=(1.0, 2.0),
         t1=1.0,
         brownian_size=1,
         strong_order=1.0,
         exact=exact,
-        mean=lambda t: torch.tensor([math.exp(mu[0] * t), 2 * math.exp(mu[1] * t)]),
+        mean=lambda t: torch.tensor([math.exp(ito_mu[0] * t), 2 * math.exp(ito_mu[1] * t)]),
         variance=lambda t: torch.tensor(
             [
                 x**2 * math.exp(2 * m * t) * (math.exp(s**2 * t) - 1)
-                for x, m, s in zip((1.0, 2.0), mu, sigma, strict=True)
+                for x, m, s in zip((1.0, 2.0), ito_mu, sigma, strict=True)
             ]
         ),
-        tags=("multiplicative", "ito"),
+        tags=("multiplicative", sde_type),
     )
 
 
@@ -331,7 +336,9 @@ def _tanh(a: float = 1.0, x0: float = 0.2) -> Problem:
 GBM_ITO = _gbm("gbm_ito", mu=1.0, sigma=1.0, sde_type="ito")
 GBM_STRATONOVICH = _gbm("gbm_stratonovich", mu=1.0, sigma=1.0, sde_type="stratonovich")
 OU = _ou(theta=1.0, sigma=0.5, x0=1.0)
+OU_STRATONOVICH = _ou(theta=1.0, sigma=0.5, x0=1.0, sde_type="stratonovich")
 SCALAR_GBM = _scalar_gbm()
+SCALAR_GBM_STRATONOVICH = _scalar_gbm("stratonovich")
 COMMUTING_ITO = _commuting("ito")
 COMMUTING_STRATONOVICH = _commuting("stratonovich")
 KP_SINH = _sinh()
@@ -341,7 +348,9 @@ PROBLEMS: tuple[Problem, ...] = (
     GBM_ITO,
     GBM_STRATONOVICH,
     OU,
+    OU_STRATONOVICH,
     SCALAR_GBM,
+    SCALAR_GBM_STRATONOVICH,
     COMMUTING_ITO,
     COMMUTING_STRATONOVICH,
     KP_SINH,

@@ -1,0 +1,416 @@
+"""method="gtgf" inside torchsde: registration, argument mapping, contract, gradients, adjoint."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torchsde
+from torch import nn
+from torchsde._core import methods as torchsde_methods
+from torchsde.settings import METHODS
+
+import adaptive_sde
+from tests.helpers import brownian_interval
+from tests.problems import GBM_ITO, OU, PROBLEMS
+
+TS = torch.tensor([0.0, 1.0], dtype=torch.float64)
+
+
+def test_import_registers_the_method_once():
+    assert "gtgf" in METHODS
+    select = torchsde_methods.select
+    adaptive_sde.register()
+    adaptive_sde.register()
+    assert torchsde_methods.select is select  # idempotent: no wrapper around a wrapper
+    assert select("gtgf", "ito").sde_type == "ito"
+    assert select("gtgf", "stratonovich").sde_type == "stratonovich"
+    assert select("euler", "ito").__name__ == "Euler"  # other methods untouched
+
+
+def test_an_sde_type_the_method_cannot_serve_is_refused():
+    with pytest.raises(ValueError, match="serves Itô and Stratonovich SDEs"):
+        torchsde_methods.select("gtgf", "rough")
+
+
+def _strong_error(problem, rtol, dtype, batch=64):
+    bm = brownian_interval(batch, problem.brownian_size, seed=3, dtype=dtype)
+    y0 = problem.initial(batch, dtype)
+    ys = torchsde.sdeint(
+        problem.make_sde(),
+        y0,
+        TS.to(dtype),
+        bm=bm,
+        method="gtgf",
+        rtol=rtol,
+        atol=rtol / 10,
+        dt=0.05,
+        options={"seed": 0},
+    )
+    exact = problem.exact(y0.double(), lambda a, b: bm(a, b).double(), 0.0, 1.0)
+    return float((ys[-1].double() - exact).abs().mean())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("problem", PROBLEMS, ids=lambda p: p.name)
+def test_every_noise_and_sde_type_converges_as_rtol_tightens(problem, dtype):
+    loose, tight = _strong_error(problem, 0.1, dtype), _strong_error(problem, 0.003, dtype)
+    assert tight < loose / 2.5, (loose, tight)
+    assert tight < 0.05
+
+
+def test_sdeint_with_a_bm_equals_solve_with_that_bm():
+    bm = brownian_interval(50, 1, seed=8)
+    y0 = GBM_ITO.initial(50)
+    ts = torch.linspace(0, 1, 4, dtype=torch.float64)
+    stats = []
+    ys = torchsde.sdeint(
+        GBM_ITO.make_sde(),
+        y0,
+        ts,
+        bm=bm,
+        method="gtgf",
+        rtol=0.01,
+        atol=0.001,
+        dt=0.02,
+        dt_min=1e-6,
+        options={"seed": 4, "stats_callback": stats.append},
+    )
+    sol = adaptive_sde.solve(
+        GBM_ITO.make_sde(),
+        y0,
+        ts,
+        bm=bm,
+        per_sample=False,
+        seed=4,
+        rtol=0.01,
+        atol=0.001,
+        dt0=0.02,
+        tolerance="conventional",
+    )
+    torch.testing.assert_close(ys, sol.ys, rtol=0, atol=0)
+    assert torch.equal(stats[0].nfe, sol.stats.nfe)
+    assert torch.equal(stats[0].num_rejected, sol.stats.num_rejected)
+    assert stats[0].total_rejected > 0
+
+
+def test_two_methods_compared_on_the_same_path():
+    bm = brownian_interval(100, 1, seed=1)
+    y0 = GBM_ITO.initial(100)
+    exact = GBM_ITO.exact(y0, bm, 0.0, 1.0)
+    other_path = GBM_ITO.exact(y0, brownian_interval(100, 1, seed=2), 0.0, 1.0)
+    gtgf = torchsde.sdeint(GBM_ITO.make_sde(), y0, TS, bm=bm, method="gtgf", rtol=1e-2, atol=1e-3)
+    euler = torchsde.sdeint(GBM_ITO.make_sde(), y0, TS, bm=bm, method="euler", dt=1e-2)
+    # Both approximate the solution of this very path, not merely its distribution.
+    assert float((gtgf[-1] - exact).abs().mean()) < 0.01
+    assert float((euler[-1] - exact).abs().mean()) < 0.3
+    assert float((gtgf[-1] - other_path).abs().mean()) > 1.0
+
+
+class Recording(nn.Module):
+    noise_type, sde_type = "diagonal", "ito"
+
+    def __init__(self):
+        super().__init__()
+        self.times: list[float] = []
+
+    def f(self, t, y):
+        self.times.append(float(t))
+        return y
+
+    def g(self, t, y):
+        return 0.5 * y
+
+
+def test_outputs_are_exact_at_ts_not_interpolated():
+    sde = Recording()
+    ts = torch.tensor([0.0, 0.123, 0.5, 0.91], dtype=torch.float64)
+    torchsde.sdeint(
+        sde, torch.ones(4, 1, dtype=torch.float64), ts, method="gtgf", rtol=0.01, atol=0.001
+    )
+    assert all(float(t) in sde.times for t in ts[1:])
+
+
+def test_adaptive_false_does_not_make_it_fixed_step_but_the_option_does():
+    stats = []
+    y0 = GBM_ITO.initial(8)
+    for options in ({}, {"fixed_steps": True}):
+        torchsde.sdeint(
+            GBM_ITO.make_sde(),
+            y0,
+            TS,
+            method="gtgf",
+            dt=0.1,
+            rtol=0.01,
+            atol=0.001,
+            adaptive=False,
+            options={**options, "stats_callback": stats.append},
+        )
+    assert stats[0].total_rejected > 0
+    assert torch.all(stats[1].num_accepted == 10) and stats[1].total_rejected == 0
+
+
+def test_per_sample_option_uses_the_register_and_finishes_samples_separately():
+    stats = []
+    y0 = GBM_ITO.initial(64)
+    sde = GBM_ITO.make_sde()
+    sde.f = lambda t, y: 1.0 * y  # per-sample time arrives as a column: elementwise code works
+    ys = torchsde.sdeint(
+        sde,
+        y0,
+        TS,
+        method="gtgf",
+        rtol=0.05,
+        atol=0.005,
+        options={"per_sample": True, "seed": 1, "stats_callback": stats.append},
+    )
+    assert torch.isfinite(ys).all()
+    assert int(stats[0].nfe.min()) < int(stats[0].nfe.max())
+
+
+def test_extra_solver_state_returns_and_takes_the_next_step_sizes():
+    y0 = GBM_ITO.initial(4)
+    ys, (dt_next,) = torchsde.sdeint(
+        GBM_ITO.make_sde(),
+        y0,
+        TS,
+        method="gtgf",
+        rtol=0.01,
+        atol=0.001,
+        extra=True,
+        options={"seed": 0},
+    )
+    assert dt_next.shape == (4,) and torch.all(dt_next > 0)
+    stats = []
+    ts2 = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    torchsde.sdeint(
+        GBM_ITO.make_sde(),
+        ys[-1],
+        ts2,
+        method="gtgf",
+        rtol=0.01,
+        atol=0.001,
+        dt=1e-6,
+        extra_solver_state=(dt_next,),
+        options={"seed": 0, "stats_callback": stats.append},
+    )
+    # The continuation started from dt_next, not from the tiny dt.
+    assert float(stats[0].dt_smallest.min()) > 1e-5
+
+
+def test_logqp_and_names_work_as_torchsde_documents():
+    class Named(nn.Module):
+        noise_type, sde_type = "diagonal", "ito"
+
+        def drift(self, t, y):
+            return -y
+
+        def prior(self, t, y):
+            return -2 * y
+
+        def diffusion(self, t, y):
+            return 0.3 * torch.ones_like(y)
+
+    y0 = torch.ones(6, 2, dtype=torch.float64)
+    ts = torch.linspace(0, 1, 3, dtype=torch.float64)
+    names = {"drift": "drift", "diffusion": "diffusion", "prior_drift": "prior"}
+    ys, logqp = torchsde.sdeint(
+        Named(), y0, ts, method="gtgf", rtol=0.01, atol=0.001, names=names, logqp=True
+    )
+    assert ys.shape == (3, 6, 2) and logqp.shape == (2, 6)
+    # log-ratio increments: 1/2 |(f - h) / g|^2 dt = 1/2 * 2 * (y/0.3)^2 dt > 0
+    assert torch.all(logqp > 0)
+
+
+def test_unknown_option_keys_are_errors():
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['rtoll'\]"):
+        torchsde.sdeint(
+            GBM_ITO.make_sde(), GBM_ITO.initial(2), TS, method="gtgf", options={"rtoll": 0.1}
+        )
+
+
+def test_per_sample_with_a_shared_time_bm_is_refused():
+    bm = brownian_interval(2, 1)
+    with pytest.raises(ValueError, match="needs the library's per-sample Brownian register"):
+        torchsde.sdeint(
+            GBM_ITO.make_sde(),
+            GBM_ITO.initial(2),
+            TS,
+            bm=bm,
+            method="gtgf",
+            options={"per_sample": True},
+        )
+
+
+def test_torchsde_default_tolerances_get_advice_when_the_budget_runs_out():
+    with pytest.raises(adaptive_sde.SolveError, match="torchsde's default tolerances"):
+        torchsde.sdeint(
+            GBM_ITO.make_sde(), GBM_ITO.initial(64), TS, method="gtgf", options={"max_steps": 200}
+        )
+
+
+def test_dt_min_keeps_torchsde_meaning_with_a_warning():
+    stats = []
+    with pytest.warns(UserWarning, match="accepted at dt_min"):
+        torchsde.sdeint(
+            GBM_ITO.make_sde(),
+            GBM_ITO.initial(16),
+            TS,
+            method="gtgf",
+            rtol=1e-4,
+            atol=1e-5,
+            dt_min=0.05,
+            options={"stats_callback": stats.append},
+        )
+    assert stats[0].summary()["forced"] > 0
+    assert float(stats[0].dt_smallest.min()) >= 0.05 * (1 - 1e-9)
+
+
+class NeuralSDE(nn.Module):
+    noise_type, sde_type = "diagonal", "ito"
+
+    def __init__(self, d=3, hidden=16):
+        super().__init__()
+        self.drift = nn.Sequential(nn.Linear(d + 1, hidden), nn.Tanh(), nn.Linear(hidden, d))
+        self.diffusion = nn.Sequential(
+            nn.Linear(d + 1, hidden), nn.Tanh(), nn.Linear(hidden, d), nn.Softplus()
+        )
+
+    def f(self, t, y):
+        return self.drift(torch.cat([y, t.expand(y.shape[0], 1)], dim=1))
+
+    def g(self, t, y):
+        return 0.1 * self.diffusion(torch.cat([y, t.expand(y.shape[0], 1)], dim=1))
+
+
+@pytest.mark.parametrize("method", ["euler", "gtgf"])
+def test_neural_sde_training_step_runs_unchanged(method):
+    torch.manual_seed(0)
+    model = NeuralSDE()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    y0 = torch.randn(32, 3)
+    ts = torch.linspace(0, 1, 5)
+    target = torch.zeros(5, 32, 3)
+    before = [p.detach().clone() for p in model.parameters()]
+    ys = torchsde.sdeint(model, y0, ts, method=method, dt=0.05, rtol=1e-2, atol=1e-3)
+    loss = (ys - target).square().mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert any(
+        not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters(), strict=True)
+    )
+
+
+class Linear(nn.Module):
+    """dX = a X dt + G dW with trainable a and b, in every noise type."""
+
+    def __init__(self, noise_type, sde_type, m):
+        super().__init__()
+        self.noise_type, self.sde_type = noise_type, sde_type
+        self.a = nn.Parameter(torch.tensor([0.3, -0.2], dtype=torch.float64))
+        self.b = nn.Parameter(torch.tensor([[0.4, 0.2], [-0.1, 0.3]], dtype=torch.float64)[:, :m])
+
+    def f(self, t, y):
+        return self.a * y
+
+    def g(self, t, y):
+        if self.noise_type == "diagonal":
+            return self.b.diagonal() * y
+        if self.noise_type == "additive":
+            return self.b.expand(y.shape[0], -1, -1)
+        return y[:, :, None] * self.b  # scalar (m = 1) and general
+
+
+def test_backpropagation_matches_finite_differences_on_a_fixed_path():
+    bm = brownian_interval(8, 2, seed=2)
+    y0 = torch.ones(8, 2, dtype=torch.float64)
+
+    def loss(a0):
+        sde = Linear("general", "ito", 2)
+        with torch.no_grad():
+            sde.a[0] = a0
+        ys = torchsde.sdeint(
+            sde, y0, TS, bm=bm, method="gtgf", dt=0.05, options={"fixed_steps": True, "seed": 1}
+        )
+        return ys[-1].square().sum(), sde
+
+    value, sde = loss(0.3)
+    value.backward()
+    eps = 1e-6
+    fd = (loss(0.3 + eps)[0] - loss(0.3 - eps)[0]).detach() / (2 * eps)
+    assert float(sde.a.grad[0]) == pytest.approx(float(fd), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("noise_type", "sde_type", "m", "rel"),
+    [
+        ("diagonal", "stratonovich", 2, 0.02),
+        ("diagonal", "ito", 2, 0.02),
+        ("scalar", "stratonovich", 1, 0.02),
+        ("additive", "ito", 2, 0.02),
+        ("general", "stratonovich", 2, 0.02),
+        # Itô general noise converges with strong order 1/2 only (Roberts' signs), so the
+        # forward and the backward solve agree less closely at the same tolerance.
+        ("general", "ito", 2, 0.05),
+    ],
+)
+def test_adjoint_gradients_agree_with_backpropagation(noise_type, sde_type, m, rel):
+    batch = 16
+    bm = brownian_interval(batch, m, seed=5)
+    y0 = torch.ones(batch, 2, dtype=torch.float64)
+    ts = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    kwargs = {"bm": bm, "rtol": 1e-3, "atol": 1e-4, "dt": 0.01, "options": {"seed": 3}}
+    sde = Linear(noise_type, sde_type, m)
+    ys = torchsde.sdeint(sde, y0, ts, method="gtgf", **kwargs)
+    backprop = torch.autograd.grad(ys[-1].sum(), [sde.a, sde.b])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchsde warns about Itô adjoints being slow
+        ys_adj = torchsde.sdeint_adjoint(
+            sde,
+            y0,
+            ts,
+            method="gtgf",
+            adjoint_method="gtgf",
+            adjoint_rtol=1e-3,
+            adjoint_atol=1e-4,
+            adjoint_options={"seed": 4},
+            **kwargs,
+        )
+    torch.testing.assert_close(ys_adj, ys)  # the same forward solve
+    adjoint = torch.autograd.grad(ys_adj[-1].sum(), [sde.a, sde.b])
+    for got, want in zip(adjoint, backprop, strict=True):
+        assert float((got - want).abs().max()) <= rel * float(want.abs().max())
+
+
+@pytest.mark.parametrize("where", ["options", "adjoint_options"])
+def test_per_sample_stepping_cannot_serve_the_adjoint(where):
+    sde = Linear("diagonal", "stratonovich", 2)
+    with pytest.raises(ValueError, match="cannot serve sdeint_adjoint"):
+        ys = torchsde.sdeint_adjoint(
+            sde,
+            torch.ones(2, 2, dtype=torch.float64),
+            TS,
+            method="gtgf",
+            adjoint_method="gtgf",
+            **{where: {"per_sample": True}},
+        )
+        ys.sum().backward()
+
+
+def test_solver_step_interface():
+    bm = brownian_interval(4, 1)
+    solver = torchsde_methods.select("gtgf", "ito")(
+        sde=torchsde._core.base_sde.ForwardSDE(OU.make_sde()),
+        bm=bm,
+        dt=0.1,
+        adaptive=False,
+        rtol=0.01,
+        atol=0.001,
+        dt_min=1e-5,
+        options={},
+    )
+    y1, extra = solver.step(torch.tensor(0.0), torch.tensor(0.1), OU.initial(4), ())
+    assert y1.shape == (4, 1) and extra == ()
