@@ -1,4 +1,4 @@
-"""The integration loop: adaptive Gotta-Go-Fast steps, per sample or on a shared time grid."""
+"""``adaptive_sde.solve``: check the arguments, assemble the pieces of a solve, run it."""
 
 from __future__ import annotations
 
@@ -7,21 +7,14 @@ from typing import Any
 
 import torch
 
-from adaptive_sde import _random
 from adaptive_sde._brownian import BrownianRegister, BrownianSource, TorchsdeBrownian, resolve_seed
 from adaptive_sde._controller import StepController
-from adaptive_sde._progress import ProgressMeter
+from adaptive_sde._loop import Integration
 from adaptive_sde._sde import SDEAdapter
-from adaptive_sde._solution import Result, Solution, SolveError, SolveStats, failure_message
-from adaptive_sde._step import GottaGoFastStep
+from adaptive_sde._solution import Solution, SolveError, failure_message
+from adaptive_sde._step import GottaGoFastStep, RobertsSigns
 from adaptive_sde._validation import check_count, check_positive, check_state, check_times
 
-_SIGN_TAG = 0x524F424552545321  # "ROBERTS!"
-_KEPT_SIGN_TAG = 0x4B45505453494753  # "KEPTSIGS"
-_RUNNING = -1
-# A step that would end within this fraction of itself short of an output time or a pending
-# Brownian breakpoint is stretched to land on it, rather than leaving a sliver of a step.
-_LANDING_SLACK = 0.01
 _SHARED_BM_MESSAGE = (
     "a {name} has one time grid for the whole batch, so it cannot serve per-sample steps: pass "
     "per_sample=False, or bm=None for the per-sample BrownianRegister"
@@ -137,170 +130,41 @@ def solve(
     adapter = sde if isinstance(sde, SDEAdapter) else SDEAdapter(sde, d, bm_size)
     adapter.per_sample_time = per_sample
 
-    time_dtype = ts.dtype
-    t = ts[0].expand(batch).clone()
     # The first stage of the first step, evaluated once up front: it checks the SDE's shapes
     # before any work, and tells the Brownian size of general and additive noise.
-    start = adapter.drift_and_diffusion(t, y0) if adapter.has_g else None
+    t0 = ts[0].expand(batch)
+    start = adapter.drift_and_diffusion(t0, y0) if adapter.has_g else None
     m = adapter.brownian_size
     assert m is not None
     stepper = GottaGoFastStep(adapter, extrapolate=extrapolate, decouple_signs=decouple_signs)
-    brownian = _make_brownian(bm, seed, batch, m, y0, time_dtype, per_sample)
-    sign_keys = kept_sign_keys = None
+    brownian = _make_brownian(bm, seed, batch, m, y0, ts.dtype, per_sample)
+    signs = None
     if stepper.needs_signs:
-        sign_seed = brownian.seed if isinstance(brownian, BrownianRegister) else resolve_seed(seed)
         # One sign stream per row of the Brownian motion (its batch is the state's, except in
         # torchsde's adjoint, which drives a state of batch 1 with the forward batch's noise).
-        ids = _sample_ids(brownian, y0.device)
-        sign_keys = _random.stream_keys(sign_seed, ids, _SIGN_TAG)
-        kept_sign_keys = _random.stream_keys(sign_seed, ids, _KEPT_SIGN_TAG)
-
-    device = y0.device
-    ys = torch.full((len(ts), batch, d), math.nan, dtype=y0.dtype, device=device)
-    ys[0] = y0
-    y, y_em_prev = y0, y0.detach()
+        signs = RobertsSigns(
+            brownian.seed if isinstance(brownian, BrownianRegister) else resolve_seed(seed),
+            _sample_ids(brownian, y0.device),
+            m,
+            y0.dtype,
+            decoupled=stepper.decouple_signs,
+        )
     h = torch.clamp(h, min=dt_min if controller.accept_at_dt_min else None, max=dt_max)
-    out_index = torch.ones(batch, dtype=torch.int64, device=device)
-    status = torch.full((batch,), _RUNNING, dtype=torch.int64, device=device)
-    # nfe, accepted, rejected, forced (accepted at dt_min, only with accept_at_dt_min)
-    counts = torch.zeros(4, batch, dtype=torch.int64, device=device)
-    dt_smallest = torch.full((batch,), math.inf, dtype=time_dtype, device=device)
-    dt_largest = torch.zeros(batch, dtype=time_dtype, device=device)
-    meter = ProgressMeter(float(ts[0]), float(ts[-1]), progress)
-    nfe_host = 0
-
-    try:
-        while True:
-            running = status == _RUNNING
-            rows: torch.Tensor | None = torch.nonzero(running).flatten()
-            n = int(rows.numel())  # type: ignore[union-attr]
-            if n == 0:
-                break
-            if n == batch:
-                rows = None
-            t_r, h_r, y_r = _take(t, rows), _take(h, rows), _take(y, rows)
-            out_r = _take(out_index, rows)
-
-            target = ts[out_r]
-            limit = torch.minimum(target, brownian.horizon(rows, t_r))
-            clipped = t_r + (1 + _LANDING_SLACK) * h_r >= limit
-            t_next = torch.where(clipped, limit, t_r + h_r)
-            dw = brownian.increment(rows, t_r, t_next)
-            signs = kept_signs = None
-            if sign_keys is not None:
-                # The error estimate's signs are held until the step is accepted, like its
-                # Brownian increment; the kept result's (decoupled) signs are fresh per attempt.
-                accepted_r, rejected_r = _take(counts[1], rows), _take(counts[2], rows)
-                signs = _random.signs(_take(sign_keys, rows), accepted_r, m, y0.dtype)
-                if kept_sign_keys is not None and stepper.decouple_signs:
-                    kept_signs = _random.signs(
-                        _take(kept_sign_keys, rows), accepted_r + rejected_r, m, y0.dtype
-                    )
-            result = stepper.step(t_r, t_next, y_r, dw, signs, start, kept_signs)
-            start = None
-
-            with torch.no_grad():
-                e = controller.error_ratio(
-                    y_r.detach(),
-                    result.y_next.detach(),
-                    result.y_em.detach(),
-                    _take(y_em_prev, rows),
-                    result.error.detach(),
-                )
-                if adaptive:
-                    accept, factor = controller.decide(e)
-                    forced = controller.forced(h_r, e) & ~accept
-                    accept = accept | forced
-                else:
-                    accept, factor = ~torch.isnan(e), torch.ones_like(e)
-                    forced = torch.zeros_like(accept)
-                stuck = ~result.start_finite
-                if not per_sample:
-                    stuck = stuck.any().expand_as(stuck)
-                accept = accept & ~stuck
-            brownian.commit(rows, accept)
-
-            y_kept = torch.where(accept[:, None], result.y_next, y_r)
-            y = _put(y, rows, y_kept)
-            with torch.no_grad():
-                y_em_prev = _put(
-                    y_em_prev,
-                    rows,
-                    torch.where(accept[:, None], result.y_em.detach(), _take(y_em_prev, rows)),
-                )
-                h_taken = t_next - t_r
-                t = _put(t, rows, torch.where(accept, t_next, t_r))
-                hit = accept & clipped & (t_next == target)
-                out_rows = torch.arange(batch, device=device) if rows is None else rows
-            # In place is safe for autograd here: nothing reads the overwritten entries of ys.
-            ys[out_r, out_rows] = torch.where(hit[:, None], y_kept, ys[out_r, out_rows])
-            with torch.no_grad():
-                out_r = out_r + hit.to(torch.int64)
-                out_index = _put(out_index, rows, out_r)
-                step_counts = torch.stack(
-                    [
-                        torch.full_like(out_r, stepper.evaluations_per_step),
-                        accept.to(torch.int64),
-                        (~accept).to(torch.int64),
-                        forced.to(torch.int64),
-                    ]
-                )
-                counts = counts.index_add(1, out_rows, step_counts)
-                big = torch.full_like(h_taken, math.inf)
-                dt_smallest = _put(
-                    dt_smallest,
-                    rows,
-                    torch.minimum(_take(dt_smallest, rows), torch.where(accept, h_taken, big)),
-                )
-                dt_largest = _put(
-                    dt_largest,
-                    rows,
-                    torch.maximum(
-                        _take(dt_largest, rows), torch.where(accept, h_taken, 0 * h_taken)
-                    ),
-                )
-
-                h_new = (
-                    controller.next_step(h_taken, h_r, clipped, accept, factor) if adaptive else h_r
-                )
-                h = _put(h, rows, h_new)
-                too_small = ~accept & (h_new < controller.step_floor(t_r))
-                attempts_r = _take(counts[1] + counts[2], rows)
-                code = torch.full_like(out_r, _RUNNING)
-                code = torch.where(attempts_r >= max_steps, Result.MAX_STEPS_REACHED, code)
-                code = torch.where(too_small, Result.DT_MIN_REACHED, code)
-                code = torch.where(too_small & torch.isnan(e), Result.NONFINITE, code)
-                code = torch.where(stuck, Result.NONFINITE, code)
-                code = torch.where(out_r >= len(ts), Result.SUCCESS, code)
-                status = _put(status, rows, code)
-            nfe_host += stepper.evaluations_per_step * n
-            meter.update(t, nfe_host)
-    finally:
-        meter.close()
-
-    stats = SolveStats(
-        nfe=counts[0],
-        num_accepted=counts[1],
-        num_rejected=counts[2],
-        num_forced=counts[3],
-        dt_smallest=dt_smallest,
-        dt_largest=dt_largest,
-        result=status,
-        t_final=t,
+    integration = Integration(
+        stepper,
+        controller,
+        brownian,
+        signs,
+        ts,
+        max_steps=max_steps,
+        adaptive=adaptive,
+        per_sample=per_sample,
+        progress=progress,
     )
-    solution = Solution(ts=ts, ys=ys, stats=stats, dt_next=h)
-    if throw and not stats.success:
-        raise SolveError(failure_message(stats), solution)
+    solution = integration.run(y0, h, start)
+    if throw and not solution.stats.success:
+        raise SolveError(failure_message(solution.stats), solution)
     return solution
-
-
-def _take(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-    return x if rows is None else x[rows]
-
-
-def _put(x: torch.Tensor, rows: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
-    """``x`` with ``value`` in ``rows``, out of place (earlier states stay valid for autograd)."""
-    return value if rows is None else x.index_put((rows,), value)
 
 
 def _torchsde_size(bm: Any) -> int | None:

@@ -34,7 +34,11 @@ from dataclasses import dataclass
 
 import torch
 
+from adaptive_sde import _random
 from adaptive_sde._sde import SDEAdapter
+
+_SIGN_TAG = 0x524F424552545321  # "ROBERTS!"
+_KEPT_SIGN_TAG = 0x4B45505453494753  # "KEPTSIGS"
 
 
 @dataclass(frozen=True)
@@ -133,3 +137,33 @@ class GottaGoFastStep:
         else:
             y_next = y_hi
         return StepResult(y_next=y_next, y_em=y_em, error=y_hi - y_em, start_finite=start_finite)
+
+
+class RobertsSigns:
+    """Roberts' random signs for a solve, counter-based like the Brownian register.
+
+    One stream per row of the Brownian motion. The error estimate's signs are held until the
+    step is accepted, like its Brownian increment (the ``accepted`` count is their counter); the
+    kept result's decoupled signs are fresh per attempt (the attempt count is theirs).
+    """
+
+    def __init__(
+        self, seed: int, ids: torch.Tensor, size: int, dtype: torch.dtype, decoupled: bool
+    ) -> None:
+        self.size, self.dtype = size, dtype
+        self._keys = _random.stream_keys(seed, ids, _SIGN_TAG)
+        self._kept_keys = _random.stream_keys(seed, ids, _KEPT_SIGN_TAG) if decoupled else None
+
+    def draw(
+        self,
+        rows: torch.Tensor | None,
+        accepted: torch.Tensor,
+        attempts: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(signs, kept_signs)`` for ``rows`` (all rows for ``None``), shape (n, size)."""
+        keys = self._keys if rows is None else self._keys[rows]
+        signs = _random.signs(keys, accepted, self.size, self.dtype)
+        if self._kept_keys is None:
+            return signs, None
+        kept_keys = self._kept_keys if rows is None else self._kept_keys[rows]
+        return signs, _random.signs(kept_keys, attempts, self.size, self.dtype)

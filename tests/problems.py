@@ -141,7 +141,8 @@ class Problem:
     ``exact(x0, bm, t0, t1)`` is X(t1) for the path of ``bm`` (a callable ``bm(ta, tb)`` giving
     increments of shape (batch, m)); ``mean(t)`` and ``variance(t)`` are the exact moments of each
     component, started from ``x0``; ``strong_order`` is the strong order of the Gotta-Go-Fast pair
-    with fixed steps.
+    with fixed steps. The tag ``"path-functional"`` marks solutions that depend on the whole
+    path, not only on W(t1) - W(t0).
     """
 
     name: str
@@ -205,7 +206,7 @@ def _ou(theta: float, sigma: float, x0: float, sde_type: str = "ito") -> Problem
         exact=exact,
         mean=lambda t: torch.tensor([x0 * math.exp(-theta * t)]),
         variance=lambda t: torch.tensor([sigma**2 / (2 * theta) * (1 - math.exp(-2 * theta * t))]),
-        tags=("additive", sde_type),
+        tags=("additive", sde_type, "path-functional"),
     )
 
 

@@ -83,7 +83,7 @@ def test_general_noise_needs_one_sign_per_channel(adaptive, monkeypatch):
         return adaptive_sde.solve(COMMUTING_ITO.make_sde(), y0, TS, seed=3, **kwargs).ys[-1]
 
     assert_within_mc(terminal(), COMMUTING_ITO.mean(1.0))
-    monkeypatch.setattr(adaptive_sde._integrate._random, "signs", _shared_sign)
+    monkeypatch.setattr(adaptive_sde._step._random, "signs", _shared_sign)
     shared = terminal()
     se = shared.std(0) / math.sqrt(batch)
     # ALGORITHM.md §2: one sign shared by the channels converges to a wrong limit.
