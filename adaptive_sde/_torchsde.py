@@ -138,15 +138,9 @@ class GottaGoFastSolver(base_solver.BaseSDESolver):
     def integrate(
         self, y0: torch.Tensor, ts: torch.Tensor, extra0: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor]]:
-        adapter = SDEAdapter(
-            self.sde,
-            y0.shape[1],
-            int(self.bm.shape[-1]),
-            provided=frozenset({"f", "g_prod", "f_and_g_prod"}) if _is_adjoint(self.sde) else None,
-        )
         dt0 = extra0[0] if extra0 else float(self.dt)
         try:
-            solution = self._solve(adapter, y0, ts, dt0)
+            solution = self._solve(self._adapter(y0), y0, ts, dt0)
         except SolveError as error:
             if (float(self.rtol), float(self.atol)) == _TORCHSDE_DEFAULT_TOLERANCES:
                 raise SolveError(f"{error}\n{_STRICT_DEFAULTS}", error.solution) from None
@@ -198,14 +192,29 @@ class GottaGoFastSolver(base_solver.BaseSDESolver):
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """One fixed step from ``t0`` to ``t1`` (torchsde's solver interface)."""
         ts = torch.stack([torch.as_tensor(t0), torch.as_tensor(t1)]).to(y0.dtype)
-        saved = dict(self.options)
-        self.options = {**saved, "fixed_steps": True, "per_sample": False, "stats_callback": None}
-        try:
-            self.dt = float(t1 - t0)
-            ys, _ = self.integrate(y0, ts, ())
-        finally:
-            self.options = saved
-        return ys[-1], extra0
+        solution = solve(
+            self._adapter(y0),
+            y0,
+            ts,
+            dt0=float(t1 - t0),
+            adaptive=False,
+            per_sample=False,
+            bm=self.bm,
+            seed=self.options.get("seed"),
+            extrapolate=self.options.get("extrapolate", True),
+            decouple_signs=self.options.get("decouple_signs"),
+        )
+        return solution.ys[-1], extra0
+
+    def _adapter(self, y0: torch.Tensor) -> SDEAdapter:
+        # torchsde's adjoint SDE defines g and f_and_g only to raise: it really provides these.
+        adjoint_methods = frozenset({"f", "g_prod", "f_and_g_prod"})
+        return SDEAdapter(
+            self.sde,
+            y0.shape[1],
+            int(self.bm.shape[-1]),
+            provided=adjoint_methods if _is_adjoint(self.sde) else None,
+        )
 
 
 class _GottaGoFastStratonovich(GottaGoFastSolver):

@@ -414,3 +414,8 @@ def test_solver_step_interface():
     )
     y1, extra = solver.step(torch.tensor(0.0), torch.tensor(0.1), OU.initial(4), ())
     assert y1.shape == (4, 1) and extra == ()
+    ts = torch.tensor([0.0, 0.1], dtype=torch.float64)
+    same = adaptive_sde.solve(
+        OU.make_sde(), OU.initial(4), ts, bm=bm, per_sample=False, adaptive=False, dt0=0.1
+    )
+    torch.testing.assert_close(y1, same.ys[-1], rtol=0, atol=0)
