@@ -412,7 +412,8 @@ def test_solver_step_interface():
         dt_min=1e-5,
         options={},
     )
-    y1, extra = solver.step(torch.tensor(0.0), torch.tensor(0.1), OU.initial(4), ())
+    t0, t1 = torch.tensor(0.0, dtype=torch.float64), torch.tensor(0.1, dtype=torch.float64)
+    y1, extra = solver.step(t0, t1, OU.initial(4), ())
     assert y1.shape == (4, 1) and extra == ()
     ts = torch.tensor([0.0, 0.1], dtype=torch.float64)
     same = adaptive_sde.solve(
