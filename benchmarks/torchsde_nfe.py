@@ -113,7 +113,7 @@ def _run(problem: Problem, method: str, paths: int, seed: int, **kwargs) -> tupl
             return math.inf, sde.evaluations  # over budget, or samples failed (see the docstring)
         except ValueError:
             return math.nan, math.nan  # torchsde refuses this method for this SDE
-    return float((x - exact).abs().mean()), sde.evaluations
+    return float((x - exact).abs().mean().detach()), sde.evaluations
 
 
 def sweep(problem: Problem, paths: int, quick: bool) -> dict[str, list[tuple[float, float]]]:

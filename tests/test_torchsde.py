@@ -420,3 +420,28 @@ def test_solver_step_interface():
         OU.make_sde(), OU.initial(4), ts, bm=bm, per_sample=False, adaptive=False, dt0=0.1
     )
     torch.testing.assert_close(y1, same.ys[-1], rtol=0, atol=0)
+
+
+def test_an_unsupported_torchsde_version_fails_at_import_with_a_clear_message(monkeypatch):
+    monkeypatch.setattr(torchsde, "__version__", "0.3.0")
+    with pytest.raises(ImportError, match=r"torchsde >= 0.2.6 and < 0.3.*0\.3\.0"):
+        adaptive_sde.register()
+
+
+def _brownian_of_each_kind(batch):
+    w0 = torch.zeros(batch, 1, dtype=torch.float64)
+    return {
+        "BrownianInterval": brownian_interval(batch, 1, seed=6),
+        "BrownianTree": torchsde.BrownianTree(t0=0.0, w0=w0, t1=1.0, entropy=6, tol=1e-6),
+        "BrownianPath": torchsde.BrownianPath(t0=0.0, w0=w0),
+    }
+
+
+@pytest.mark.parametrize("kind", ["BrownianInterval", "BrownianTree", "BrownianPath"])
+def test_a_user_brownian_motion_of_each_kind_is_honoured(kind):
+    batch = 100
+    bm = _brownian_of_each_kind(batch)[kind]
+    y0 = GBM_ITO.initial(batch)
+    ys = torchsde.sdeint(GBM_ITO.make_sde(), y0, TS, bm=bm, method="gtgf", rtol=1e-2, atol=1e-3)
+    exact = GBM_ITO.exact(y0, bm, 0.0, 1.0)
+    assert float((ys[-1] - exact).abs().mean()) < 0.01  # the solution of that very path
