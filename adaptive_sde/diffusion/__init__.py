@@ -1,0 +1,41 @@
+"""Score-based generative models on top of the adaptive solver (Jolicoeur-Martineau et al. 2021)."""
+
+from adaptive_sde.diffusion._adapters import (
+    ddpm_schedule,
+    score_from_data,
+    score_from_denoiser,
+    score_from_diffusers,
+    score_from_noise,
+    score_from_score,
+    score_from_velocity,
+)
+from adaptive_sde.diffusion._forward import VESDE, VPSDE, DiscreteVPSDE, ForwardSDE, SubVPSDE
+from adaptive_sde.diffusion._reverse import ReverseSDE
+from adaptive_sde.diffusion._sample import (
+    SampleStats,
+    prior_sample,
+    sample,
+    sample_euler_maruyama,
+    sample_probability_flow,
+)
+
+__all__ = [
+    "VESDE",
+    "VPSDE",
+    "DiscreteVPSDE",
+    "ForwardSDE",
+    "ReverseSDE",
+    "SampleStats",
+    "SubVPSDE",
+    "ddpm_schedule",
+    "prior_sample",
+    "sample",
+    "sample_euler_maruyama",
+    "sample_probability_flow",
+    "score_from_data",
+    "score_from_denoiser",
+    "score_from_diffusers",
+    "score_from_noise",
+    "score_from_score",
+    "score_from_velocity",
+]

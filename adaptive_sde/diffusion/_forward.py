@@ -1,0 +1,169 @@
+"""Forward SDEs of score-based generative models (Song et al., ICLR 2021, §3.4 and App. B).
+
+Each forward SDE ``dx = f(x, t) dt + g(t) dW`` on ``t in [0, T]`` has a Gaussian transition
+``x_t | x_0 ~ N(alpha(t) x_0, sigma(t)^2 I)``; its prior ``N(0, sigma(T)^2 I)`` (or the VP / sub-VP
+standard normal) is where sampling starts, and ``eps`` the default time where it ends.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+
+
+class ForwardSDE(ABC):
+    """The interface the reverse-time SDE, the samplers and the model adapters rely on."""
+
+    T: float = 1.0
+    eps: float  # default end time of sampling
+
+    @abstractmethod
+    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """f(x, t) for x of shape (B, ...) and t of shape (B,)."""
+
+    @abstractmethod
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        """g(t), shape of t."""
+
+    @abstractmethod
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        """Mean coefficient: E[x_t | x_0] = alpha(t) x_0."""
+
+    @abstractmethod
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """Standard deviation of x_t given x_0."""
+
+    def prior_std(self) -> float:
+        return float(self.sigma(torch.tensor(self.T, dtype=torch.float64)))
+
+    def check_eps(self, eps: float) -> float:
+        if not (isinstance(eps, (int, float)) and 0 < eps < self.T):
+            raise ValueError(f"eps must be a number in (0, T) = (0, {self.T}), got {eps!r}")
+        return float(eps)
+
+
+class VPSDE(ForwardSDE):
+    """Variance preserving: dx = -beta(t)/2 x dt + sqrt(beta(t)) dW, beta linear in t (DDPM's
+    continuous limit). alpha = exp(-int beta / 2), sigma = sqrt(1 - alpha^2)."""
+
+    eps = 1e-3
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0) -> None:
+        if not 0 <= beta_min < beta_max:
+            raise ValueError(f"need 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+        self.beta_min, self.beta_max, self.T = beta_min, beta_max, T
+
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def _beta_integral(self, t: torch.Tensor) -> torch.Tensor:
+        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+
+    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -0.5 * _expand(self.beta(t), x) * x
+
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(self.beta(t))
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-0.5 * self._beta_integral(t))
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(-torch.expm1(-self._beta_integral(t)))
+
+
+class SubVPSDE(VPSDE):
+    """Sub-variance preserving: the VP drift with g^2 = beta(t) (1 - exp(-2 int beta));
+    sigma = 1 - exp(-int beta) (Song et al. 2021, eq. 11)."""
+
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(self.beta(t) * -torch.expm1(-2 * self._beta_integral(t)))
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        return -torch.expm1(-self._beta_integral(t))
+
+
+class VESDE(ForwardSDE):
+    """Variance exploding: dx = sqrt(d s^2/dt) dW with the noise scale s(t) = sigma_min
+    (sigma_max / sigma_min)^t (Song et al. 2021, eq. 9). alpha = 1, and ``sigma(t)`` is the exact
+    transition std from t = 0, sqrt(s(t)^2 - sigma_min^2); Song et al.'s networks are conditioned
+    on s(t) (``noise_scale``), which differs from it only near t = 0."""
+
+    eps = 1e-5
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0) -> None:
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        self.sigma_min, self.sigma_max, self.T = sigma_min, sigma_max, T
+
+    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+    def noise_scale(self, t: torch.Tensor) -> torch.Tensor:
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
+
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        return self.noise_scale(t) * math.sqrt(2 * math.log(self.sigma_max / self.sigma_min))
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(t)
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        ratio = math.log(self.sigma_max / self.sigma_min)
+        return self.sigma_min * torch.sqrt(torch.expm1(2 * ratio * t))
+
+
+class DiscreteVPSDE(ForwardSDE):
+    """The VP SDE of a discrete-time DDPM schedule: alpha(t)^2 interpolates the model's
+    cumulative products alpha-bar_k (log-linearly) at t = (k + 1) / N, k = 0 .. N-1, so a
+    diffusers model trained on ``num_train_timesteps = N`` steps is sampled on its own schedule.
+    beta(t) = -d log alpha-bar / dt on each interval."""
+
+    eps = 1e-3
+
+    def __init__(self, alphas_cumprod: torch.Tensor, T: float = 1.0) -> None:
+        abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
+        if abar.numel() < 2 or not bool(((abar > 0) & (abar <= 1)).all()):
+            raise ValueError("alphas_cumprod must hold at least two values in (0, 1]")
+        if not bool((abar[1:] <= abar[:-1]).all()):
+            raise ValueError("alphas_cumprod must be non-increasing")
+        self.N = abar.numel()
+        self.T = T
+        self.eps = max(1e-3, 0.5 / self.N)
+        # log alpha-bar at t = k / N for k = 0 .. N, with alpha-bar(0) = 1.
+        self._log_abar = torch.cat([torch.zeros(1, dtype=torch.float64), abar.log()])
+
+    def _interp(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log alpha-bar(t) and its slope in t."""
+        pos = torch.clamp(t.double() / self.T * self.N, 0, self.N)
+        k = torch.clamp(pos.floor().long(), max=self.N - 1)
+        table = self._log_abar.to(t.device)
+        lo, hi = table[k], table[k + 1]
+        frac = pos - k
+        return (lo + frac * (hi - lo)).to(t.dtype), ((hi - lo) * self.N / self.T).to(t.dtype)
+
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        return -self._interp(t)[1]
+
+    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -0.5 * _expand(self.beta(t), x) * x
+
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(torch.clamp(self.beta(t), min=0))
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.exp(0.5 * self._interp(t)[0])
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(-torch.expm1(self._interp(t)[0]))
+
+    def timestep(self, t: torch.Tensor) -> torch.Tensor:
+        """The model's (fractional) timestep index for continuous t: k = t N / T - 1."""
+        return t / self.T * self.N - 1
+
+
+def _expand(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-sample vector (B,) shaped to broadcast against x (B, ...)."""
+    return v.reshape(-1, *([1] * (x.dim() - 1)))
