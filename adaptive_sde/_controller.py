@@ -118,14 +118,17 @@ class StepController:
 
     def decide(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(accept, factor)`` per row from the error ratios ``e`` (NaN = not finite)."""
+        rows = e
         if self.shared:
-            e = e.max().expand_as(e)  # NaN propagates: one bad row rejects the shared step
+            # One decision, computed once and broadcast: computing it per row could differ in
+            # the last bit between vectorised and scalar kernels, and split the shared grid.
+            e = e.max()  # NaN propagates: one bad row rejects the shared step
         finite = ~torch.isnan(e)
         accept = finite & (e <= 1)
         growth = self.safety * torch.pow(torch.clamp(e, min=1e-30), -self.exponent)
         growth = torch.clamp(growth, self.factor_min, self.factor_max)
         factor = torch.where(finite, growth, torch.full_like(growth, self.nonfinite_factor))
-        return accept, factor
+        return accept.expand_as(rows), factor.expand_as(rows)
 
     def forced(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """Rows whose step, at ``dt_min``, is accepted whatever its (finite) error."""

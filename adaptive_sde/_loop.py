@@ -225,6 +225,10 @@ class Integration:
         else:
             h_new = s.h
         too_small = ~accept & (h_new < self.controller.step_floor(s.t))
+        if self.controller.accept_at_dt_min:
+            # A step at dt_min is accepted whatever its error, but not when it is not finite:
+            # then nothing smaller is allowed, and the sample ends (NONFINITE, below).
+            too_small |= ~accept & torch.isnan(e) & (s.h <= self.controller.dt_min * (1 + 1e-9))
         s.h = h_new
         code = torch.full_like(s.status, RUNNING)
         code = torch.where(

@@ -60,12 +60,17 @@ class GaussianMixture:
 
     def log_resp(
         self, x: torch.Tensor, sde: ForwardSDE | None = None, t: torch.Tensor | None = None
-    ):
-        """log w_k N(x; alpha mu_k, v_k I) for every component, shape (B, K), and v_k (B, K)."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """log w_k N(x; alpha mu_k, v_k I) for every component, shape (B, K), and v_k (B, K).
+        Squared distances by matrix products, so high dimensions stay cheap."""
         alpha, sigma = self._marginal(sde, t)
         x = x.double().reshape(x.shape[0], -1)
         var = alpha**2 * self.stds**2 + sigma**2  # (B, K)
-        sq = ((x[:, None, :] - alpha[:, :, None] * self.means[None]) ** 2).sum(-1)
+        sq = (
+            (x**2).sum(1, keepdim=True)
+            - 2 * alpha * (x @ self.means.T)
+            + alpha**2 * (self.means**2).sum(1)[None]
+        )
         logp = self.weights.log() - 0.5 * sq / var - 0.5 * self.dim * torch.log(2 * math.pi * var)
         return logp, var
 
@@ -76,9 +81,10 @@ class GaussianMixture:
         alpha, _ = self._marginal(sde, t)
         flat = x.double().reshape(x.shape[0], -1)
         logp, var = self.log_resp(flat, sde, t)
-        r = torch.softmax(logp, dim=1)  # (B, K)
-        pull = (alpha[:, :, None] * self.means[None] - flat[:, None, :]) / var[:, :, None]
-        return (r[:, :, None] * pull).sum(1).reshape(x.shape).to(x.dtype)
+        # sum_k r_k (alpha mu_k - x) / v_k, with r_k the posterior responsibilities
+        weight = torch.softmax(logp, dim=1) / var  # (B, K)
+        score = alpha * (weight @ self.means) - weight.sum(1, keepdim=True) * flat
+        return score.reshape(x.shape).to(x.dtype)
 
     def score_fn(self, sde: ForwardSDE):
         return lambda x, t: self.score(x, t, sde)

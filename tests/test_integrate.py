@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torchsde
 from torch import nn
 
 import adaptive_sde
@@ -124,6 +125,34 @@ def test_shared_grid_takes_the_same_steps_for_every_sample():
     assert torch.all(sol.stats.nfe == sol.stats.nfe[0])
     assert all(t.dim() == 0 for t, _ in sde.calls)  # torchsde's convention: 0-d time
     assert all(rows == 16 for _, rows in sde.calls)
+
+
+def test_shared_grid_stays_one_grid_for_batches_beyond_a_vector_width():
+    # Regression: the decision used to be computed per row, and vectorised and scalar kernels
+    # could disagree in the last bit, splitting the "shared" grid (batch 200 = 192 + 8). This
+    # configuration split it after a few hundred steps.
+    from adaptive_sde.diffusion import VPSDE, ReverseSDE, prior_sample
+    from tests.gmm import GaussianMixture
+
+    sde = VPSDE()
+    reverse = ReverseSDE(sde, GaussianMixture.ring().score_fn(sde), (2,), sde_type="ito")
+    ts = torch.tensor([0.0, 1 - sde.eps])
+    bm = torchsde.BrownianInterval(t0=0.0, t1=float(ts[-1]), size=(200, 2), entropy=0)
+    sol = adaptive_sde.solve(
+        reverse,
+        prior_sample(sde, (200, 2), 0),
+        ts,
+        bm=bm,
+        seed=1,
+        per_sample=False,
+        rtol=0.05,
+        atol=0.0078,
+        dt0=1e-3,
+        tolerance="conventional",
+        max_steps=3000,
+    )
+    for values in (sol.stats.dt_smallest, sol.stats.dt_largest, sol.dt_next, sol.stats.nfe):
+        assert torch.all(values == values[0])
 
 
 def test_per_sample_time_is_a_column_per_row():

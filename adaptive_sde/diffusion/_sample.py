@@ -22,7 +22,7 @@ from scipy.integrate import solve_ivp
 from adaptive_sde import _random
 from adaptive_sde._brownian import BrownianRegister, resolve_seed
 from adaptive_sde._integrate import solve
-from adaptive_sde._solution import SolveStats
+from adaptive_sde._solution import Result, SolveError, SolveStats
 from adaptive_sde.diffusion._forward import ForwardSDE
 from adaptive_sde.diffusion._reverse import ReverseSDE, ScoreCounter, ScoreFn
 
@@ -100,7 +100,6 @@ def sample(
     sample_ids: torch.Tensor | None = None,
     progress: bool = False,
     per_sample: bool = True,
-    check_finite: bool = True,
     max_steps: int = 100_000,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
@@ -130,7 +129,6 @@ def sample(
       ``sample_ids`` (B,) name the samples, so that sample i is the same in any batch.
     - ``progress``: a tqdm bar (time reached by the slowest sample, evaluations so far).
     - ``per_sample``: every sample its own steps (default); ``False`` shares one time grid.
-    - ``check_finite``: raise at once when the score is not finite, naming the time and row.
     - ``x_T``: start from these prior samples instead of drawing them.
 
     **Returns:** ``(x, stats)``: samples of shape ``shape`` and a :class:`SampleStats`.
@@ -143,7 +141,7 @@ def sample(
         x_T = prior_sample(sde, shape, seed, ids, dtype, device)
     elif tuple(x_T.shape) != (batch, *dims):
         raise ValueError(f"x_T must have shape {(batch, *dims)}, got {tuple(x_T.shape)}")
-    reverse = ReverseSDE(sde, score_fn, dims, check_finite=check_finite)
+    reverse = ReverseSDE(sde, score_fn, dims)
     y0 = x_T.reshape(batch, -1).to(dtype)
     ts = torch.tensor([0.0, sde.T - eps], dtype=torch.float64, device=y0.device)
     bm = BrownianRegister(
@@ -155,21 +153,24 @@ def sample(
         device=y0.device,
         time_dtype=torch.float64,
     )
-    solution = solve(
-        reverse,
-        y0,
-        ts,
-        rtol=rtol,
-        atol=atol,
-        dt0=h_init,
-        bm=bm if per_sample else None,
-        seed=seed,
-        per_sample=per_sample,
-        tolerance=tolerance,
-        norm=norm,
-        max_steps=max_steps,
-        progress=progress,
-    )
+    try:
+        solution = solve(
+            reverse,
+            y0,
+            ts,
+            rtol=rtol,
+            atol=atol,
+            dt0=h_init,
+            bm=bm if per_sample else None,
+            seed=seed,
+            per_sample=per_sample,
+            tolerance=tolerance,
+            norm=norm,
+            max_steps=max_steps,
+            progress=progress,
+        )
+    except SolveError as error:
+        raise SolveError(_in_forward_time(error, sde.T), error.solution) from None
     x = solution.ys[-1]
     evals = solution.stats.nfe.clone()
     if denoise:
@@ -280,6 +281,21 @@ def _tweedie(score: ScoreCounter, sde: ForwardSDE, y: torch.Tensor, eps: float) 
     sigma = sde.sigma(t).to(y.dtype)[:, None]
     with torch.no_grad() if not y.requires_grad else torch.enable_grad():
         return (y + sigma**2 * score(y, t.to(y.dtype))) / alpha
+
+
+def _in_forward_time(error: SolveError, T: float) -> str:
+    """The solver's failure message, in the forward time t = T - s of the diffusion model."""
+    stats = error.solution.stats
+    failed = torch.nonzero(stats.result != Result.SUCCESS).flatten().tolist()
+    lines = [f"{len(failed)} of {stats.result.numel()} samples could not be generated:"]
+    for i in failed[:5]:
+        code = Result(int(stats.result[i]))
+        t = T - float(stats.t_final[i])
+        what = "the score was not finite" if code == Result.NONFINITE else code.advice
+        lines.append(f"  sample {i}: {code.name} at t={t:.6g} ({what})")
+    if len(failed) > 5:
+        lines.append(f"  ... and {len(failed) - 5} more")
+    return "\n".join(lines)
 
 
 def _sample_ids(
