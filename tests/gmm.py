@@ -114,6 +114,9 @@ def component_spread(mixture: GaussianMixture, x: torch.Tensor) -> list[Spread]:
     for j in range(len(mixture.weights)):
         xs = x[k == j]
         n = xs.shape[0]
+        if n < 2:  # a component the samples missed: as wrong as it gets
+            out.append(Spread(n, math.inf, math.inf, math.inf))
+            continue
         s2 = float(mixture.stds[j] ** 2)
         mean = xs.mean(0)
         var = float(((xs - mean) ** 2).sum()) / (d * (n - 1))
