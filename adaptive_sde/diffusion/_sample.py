@@ -133,14 +133,9 @@ def sample(
 
     **Returns:** ``(x, stats)``: samples of shape ``shape`` and a :class:`SampleStats`.
     """
-    batch, dims = _batch_shape(shape)
-    eps = sde.check_eps(sde.eps if eps is None else eps)
-    seed = resolve_seed(generator)
-    ids = _sample_ids(sample_ids, batch, device)
-    if x_T is None:
-        x_T = prior_sample(sde, shape, seed, ids, dtype, device)
-    elif tuple(x_T.shape) != (batch, *dims):
-        raise ValueError(f"x_T must have shape {(batch, *dims)}, got {tuple(x_T.shape)}")
+    batch, dims, eps, seed, ids, x_T = _start(
+        sde, shape, eps, generator, sample_ids, dtype, device, x_T
+    )
     reverse = ReverseSDE(sde, score_fn, dims)
     y0 = x_T.reshape(batch, -1).to(dtype)
     ts = torch.tensor([0.0, sde.T - eps], dtype=torch.float64, device=y0.device)
@@ -203,13 +198,11 @@ def sample_euler_maruyama(
 ) -> tuple[torch.Tensor, SampleStats]:
     """The reverse SDE with ``steps`` fixed Euler-Maruyama steps from T to ``eps`` (the paper's
     reference at 1000 steps), then the same denoising step as :func:`sample`."""
-    batch, dims = _batch_shape(shape)
-    eps = sde.check_eps(sde.eps if eps is None else eps)
     if steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps}")
-    seed = resolve_seed(generator)
-    ids = _sample_ids(sample_ids, batch, device)
-    x_T = prior_sample(sde, shape, seed, ids, dtype, device) if x_T is None else x_T
+    batch, dims, eps, seed, ids, x_T = _start(
+        sde, shape, eps, generator, sample_ids, dtype, device, x_T
+    )
     reverse = ReverseSDE(sde, score_fn, dims, sde_type="ito")
     keys = _random.stream_keys(seed, ids, _EM_TAG)
     y = x_T.reshape(batch, -1).to(dtype)
@@ -243,11 +236,7 @@ def sample_probability_flow(
 ) -> tuple[torch.Tensor, SampleStats]:
     """The probability-flow ODE solved adaptively by scipy's ``solve_ivp`` (RK45 with tolerances
     1e-5, as Song et al. 2021), on the whole batch at once. Deterministic given the prior."""
-    batch, dims = _batch_shape(shape)
-    eps = sde.check_eps(sde.eps if eps is None else eps)
-    seed = resolve_seed(generator)
-    ids = _sample_ids(sample_ids, batch, device)
-    x_T = prior_sample(sde, shape, seed, ids, dtype, device) if x_T is None else x_T
+    batch, dims, eps, _, _, x_T = _start(sde, shape, eps, generator, sample_ids, dtype, device, x_T)
     flow = ReverseSDE(sde, score_fn, dims, probability_flow=True)
     y0 = x_T.reshape(batch, -1).to(dtype)
 
@@ -272,6 +261,29 @@ def sample_probability_flow(
     evals = torch.full((batch,), int(result.nfev) + int(denoise), dtype=torch.int64)
     stats = SampleStats(evals, flow.score.calls, flow.score.rows, 0, 0)
     return y.reshape(batch, *dims), stats
+
+
+def _start(
+    sde: ForwardSDE,
+    shape: Sequence[int],
+    eps: float | None,
+    generator: int | torch.Generator | None,
+    sample_ids: torch.Tensor | None,
+    dtype: torch.dtype,
+    device: torch.device | str | None,
+    x_T: torch.Tensor | None,
+) -> tuple[int, tuple[int, ...], float, int, torch.Tensor, torch.Tensor]:
+    """What every sampler starts from: the checked shape and end time, the seed, the sample ids
+    and the prior samples (drawn, or the given ``x_T`` checked)."""
+    batch, dims = _batch_shape(shape)
+    eps = sde.check_eps(sde.eps if eps is None else eps)
+    seed = resolve_seed(generator)
+    ids = _sample_ids(sample_ids, batch, device)
+    if x_T is None:
+        x_T = prior_sample(sde, shape, seed, ids, dtype, device)
+    elif tuple(x_T.shape) != (batch, *dims):
+        raise ValueError(f"x_T must have shape {(batch, *dims)}, got {tuple(x_T.shape)}")
+    return batch, dims, eps, seed, ids, x_T
 
 
 def _tweedie(score: ScoreCounter, sde: ForwardSDE, y: torch.Tensor, eps: float) -> torch.Tensor:
