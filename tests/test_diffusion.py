@@ -103,6 +103,7 @@ def test_adapters_turn_exact_model_outputs_into_the_exact_score(sde):
 
 def test_diffusers_adapter_with_a_tiny_unet_and_with_an_exact_stand_in():
     import diffusers  # the test extra installs it: a missing package fails, never skips
+
     unet = diffusers.UNet2DModel(
         sample_size=8,
         in_channels=1,
