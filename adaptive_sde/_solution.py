@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -113,17 +114,30 @@ class SolveError(RuntimeError):
         self.solution = solution
 
 
-def failure_message(stats: SolveStats, shown: int = 5) -> str:
-    """A message naming the failed samples, where they stopped and what to change."""
+def failure_message(
+    stats: SolveStats,
+    shown: int = 5,
+    *,
+    header: str = "failed to reach the last time",
+    to_time: Callable[[float], float] = float,
+    advice: Mapping[Result, str] | None = None,
+    hint: str | None = "Pass throw=False to get the partial solution with per-sample result codes.",
+) -> str:
+    """A message naming the failed samples, where they stopped and what to change.
+
+    ``to_time`` maps the solver's time to the one the caller's users know (the diffusion
+    sampler's forward time, for one); ``advice`` overrides the advice of some result codes."""
     failed = torch.nonzero(stats.result != Result.SUCCESS).flatten().tolist()
-    lines = [f"{len(failed)} of {stats.result.numel()} samples failed to reach the last time:"]
+    lines = [f"{len(failed)} of {stats.result.numel()} samples {header}:"]
     for i in failed[:shown]:
         code = Result(int(stats.result[i]))
+        what = (advice or {}).get(code, code.advice)
         lines.append(
-            f"  sample {i}: {code.name} at t={float(stats.t_final[i]):.6g} after "
-            f"{int(stats.num_steps[i])} steps ({code.advice})"
+            f"  sample {i}: {code.name} at t={to_time(float(stats.t_final[i])):.6g} after "
+            f"{int(stats.num_steps[i])} steps ({what})"
         )
     if len(failed) > shown:
         lines.append(f"  ... and {len(failed) - shown} more (see solution.stats.result)")
-    lines.append("Pass throw=False to get the partial solution with per-sample result codes.")
+    if hint:
+        lines.append(hint)
     return "\n".join(lines)

@@ -22,7 +22,7 @@ from scipy.integrate import solve_ivp
 from adaptive_sde import _random
 from adaptive_sde._brownian import BrownianRegister, resolve_seed
 from adaptive_sde._integrate import solve
-from adaptive_sde._solution import Result, SolveError, SolveStats
+from adaptive_sde._solution import Result, SolveError, SolveStats, failure_message
 from adaptive_sde.diffusion._forward import ForwardSDE
 from adaptive_sde.diffusion._reverse import ReverseSDE, ScoreCounter, ScoreFn
 
@@ -165,7 +165,14 @@ def sample(
             progress=progress,
         )
     except SolveError as error:
-        raise SolveError(_in_forward_time(error, sde.T), error.solution) from None
+        message = failure_message(
+            error.solution.stats,
+            header="could not be generated",
+            to_time=lambda s: sde.T - s,  # the solver runs in s = T - t
+            advice={Result.NONFINITE: "the score was not finite"},
+            hint=None,
+        )
+        raise SolveError(message, error.solution) from None
     x = solution.ys[-1]
     evals = solution.stats.nfe.clone()
     if denoise:
@@ -293,21 +300,6 @@ def _tweedie(score: ScoreCounter, sde: ForwardSDE, y: torch.Tensor, eps: float) 
     sigma = sde.sigma(t).to(y.dtype)[:, None]
     with torch.no_grad() if not y.requires_grad else torch.enable_grad():
         return (y + sigma**2 * score(y, t.to(y.dtype))) / alpha
-
-
-def _in_forward_time(error: SolveError, T: float) -> str:
-    """The solver's failure message, in the forward time t = T - s of the diffusion model."""
-    stats = error.solution.stats
-    failed = torch.nonzero(stats.result != Result.SUCCESS).flatten().tolist()
-    lines = [f"{len(failed)} of {stats.result.numel()} samples could not be generated:"]
-    for i in failed[:5]:
-        code = Result(int(stats.result[i]))
-        t = T - float(stats.t_final[i])
-        what = "the score was not finite" if code == Result.NONFINITE else code.advice
-        lines.append(f"  sample {i}: {code.name} at t={t:.6g} ({what})")
-    if len(failed) > 5:
-        lines.append(f"  ... and {len(failed) - 5} more")
-    return "\n".join(lines)
 
 
 def _sample_ids(
