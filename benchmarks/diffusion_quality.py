@@ -37,14 +37,15 @@ import adaptive_sde
 from adaptive_sde.diffusion import (
     VESDE,
     VPSDE,
+    GaussianMixture,
     ReverseSDE,
+    component_spread,
     prior_sample,
     sample,
     sample_euler_maruyama,
     sample_probability_flow,
 )
 from adaptive_sde.diffusion._sample import _tweedie
-from tests.gmm import GaussianMixture, component_spread
 from tests.helpers import RedrawingBrownian
 
 RTOLS = (0.1, 0.05, 0.02, 0.01)

@@ -1,5 +1,5 @@
 """Score-based generation: forward SDEs, the reverse SDE, adapters and the samplers, checked on
-Gaussian mixtures whose scores are exact (tests/gmm.py)."""
+Gaussian mixtures whose scores are exact (adaptive_sde.diffusion.GaussianMixture)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from adaptive_sde.diffusion import (
     VESDE,
     VPSDE,
     DiscreteVPSDE,
+    GaussianMixture,
     ReverseSDE,
     SubVPSDE,
+    component_spread,
     ddpm_schedule,
     prior_sample,
     sample,
@@ -27,7 +29,6 @@ from adaptive_sde.diffusion import (
     score_from_noise,
     score_from_velocity,
 )
-from tests.gmm import GaussianMixture, component_spread
 from tests.helpers import RedrawingBrownian
 
 SDES = [VPSDE(), SubVPSDE(), VESDE()]

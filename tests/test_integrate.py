@@ -131,8 +131,7 @@ def test_shared_grid_stays_one_grid_for_batches_beyond_a_vector_width():
     # Regression: the decision used to be computed per row, and vectorised and scalar kernels
     # could disagree in the last bit, splitting the "shared" grid (batch 200 = 192 + 8). This
     # configuration split it after a few hundred steps.
-    from adaptive_sde.diffusion import VPSDE, ReverseSDE, prior_sample
-    from tests.gmm import GaussianMixture
+    from adaptive_sde.diffusion import VPSDE, GaussianMixture, ReverseSDE, prior_sample
 
     sde = VPSDE()
     reverse = ReverseSDE(sde, GaussianMixture.ring().score_fn(sde), (2,), sde_type="ito")

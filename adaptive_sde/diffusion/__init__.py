@@ -10,6 +10,7 @@ from adaptive_sde.diffusion._adapters import (
     score_from_velocity,
 )
 from adaptive_sde.diffusion._forward import VESDE, VPSDE, DiscreteVPSDE, ForwardSDE, SubVPSDE
+from adaptive_sde.diffusion._mixture import GaussianMixture, Spread, component_spread
 from adaptive_sde.diffusion._reverse import ReverseSDE
 from adaptive_sde.diffusion._sample import (
     SampleStats,
@@ -24,9 +25,12 @@ __all__ = [
     "VPSDE",
     "DiscreteVPSDE",
     "ForwardSDE",
+    "GaussianMixture",
     "ReverseSDE",
     "SampleStats",
+    "Spread",
     "SubVPSDE",
+    "component_spread",
     "ddpm_schedule",
     "prior_sample",
     "sample",

@@ -3,21 +3,27 @@
 A mixture of isotropic Gaussians N(mu_k, s_k^2 I) with weights w_k, pushed through the forward
 transition x_t = alpha x_0 + sigma noise, stays a mixture: N(alpha mu_k, (alpha^2 s_k^2 +
 sigma^2) I). Its log-density, score, and the posterior means a model would learn (noise, x0, v,
-denoiser) follow exactly. Shared by the diffusion tests and benchmarks.
+denoiser) follow exactly. The ground truth of the tests, benchmarks, the demo and the GMM
+sampling command: a sampler's output can be compared with exact samples and exact densities.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from adaptive_sde.diffusion import ForwardSDE
+from adaptive_sde.diffusion._forward import ForwardSDE
 
 
 @dataclass
 class GaussianMixture:
+    """A mixture of isotropic Gaussians with weights ``weights`` (K,), means ``means`` (K, D) and
+    standard deviations ``stds`` (K,); scores and densities are computed in the dtype and on the
+    device of ``means`` (see :meth:`to`)."""
+
     means: torch.Tensor  # (K, D)
     stds: torch.Tensor  # (K,)
     weights: torch.Tensor  # (K,)
@@ -46,17 +52,30 @@ class GaussianMixture:
     def dim(self) -> int:
         return self.means.shape[1]
 
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> GaussianMixture:
+        """The same mixture with its parameters on ``device`` in ``dtype``."""
+        return GaussianMixture(
+            *(p.to(device=device, dtype=dtype) for p in (self.means, self.stds, self.weights))
+        )
+
     def sample(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact samples and their components."""
         gen = torch.Generator().manual_seed(seed)
-        k = torch.multinomial(self.weights, n, replacement=True, generator=gen)
+        k = torch.multinomial(self.weights.cpu().double(), n, replacement=True, generator=gen)
         z = torch.randn(n, self.dim, generator=gen, dtype=torch.float64)
+        k, z = k.to(self.means.device), z.to(self.means)
         return self.means[k] + self.stds[k, None] * z, k
 
-    def _marginal(self, sde: ForwardSDE | None, t: torch.Tensor | None):
+    def _marginal(
+        self, sde: ForwardSDE | None, t: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        one = torch.ones(1, 1, dtype=self.means.dtype, device=self.means.device)
         if sde is None or t is None:
-            return torch.ones(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64)
-        return sde.alpha(t.double())[:, None], sde.sigma(t.double())[:, None]
+            return one, torch.zeros_like(one)
+        t = t.to(one).reshape(-1)
+        return sde.alpha(t)[:, None], sde.sigma(t)[:, None]
 
     def log_resp(
         self, x: torch.Tensor, sde: ForwardSDE | None = None, t: torch.Tensor | None = None
@@ -64,7 +83,7 @@ class GaussianMixture:
         """log w_k N(x; alpha mu_k, v_k I) for every component, shape (B, K), and v_k (B, K).
         Squared distances by matrix products, so high dimensions stay cheap."""
         alpha, sigma = self._marginal(sde, t)
-        x = x.double().reshape(x.shape[0], -1)
+        x = x.to(self.means.dtype).reshape(x.shape[0], -1)
         var = alpha**2 * self.stds**2 + sigma**2  # (B, K)
         sq = (
             (x**2).sum(1, keepdim=True)
@@ -74,19 +93,23 @@ class GaussianMixture:
         logp = self.weights.log() - 0.5 * sq / var - 0.5 * self.dim * torch.log(2 * math.pi * var)
         return logp, var
 
-    def log_prob(self, x, sde=None, t=None) -> torch.Tensor:
+    def log_prob(
+        self, x: torch.Tensor, sde: ForwardSDE | None = None, t: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return torch.logsumexp(self.log_resp(x, sde, t)[0], dim=1)
 
     def score(self, x: torch.Tensor, t: torch.Tensor, sde: ForwardSDE) -> torch.Tensor:
+        """The exact score of the forward marginal at ``t`` (one time per row), in x's dtype."""
         alpha, _ = self._marginal(sde, t)
-        flat = x.double().reshape(x.shape[0], -1)
+        flat = x.to(self.means.dtype).reshape(x.shape[0], -1)
         logp, var = self.log_resp(flat, sde, t)
         # sum_k r_k (alpha mu_k - x) / v_k, with r_k the posterior responsibilities
         weight = torch.softmax(logp, dim=1) / var  # (B, K)
         score = alpha * (weight @ self.means) - weight.sum(1, keepdim=True) * flat
         return score.reshape(x.shape).to(x.dtype)
 
-    def score_fn(self, sde: ForwardSDE):
+    def score_fn(self, sde: ForwardSDE) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``score(x, t)`` for :func:`~adaptive_sde.diffusion.sample`."""
         return lambda x, t: self.score(x, t, sde)
 
     def assign(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,7 +130,7 @@ class Spread:
 def component_spread(mixture: GaussianMixture, x: torch.Tensor) -> list[Spread]:
     """Assign each sample to its most likely component; compare each component's sample mean
     and pooled variance with the truth. Exact samples give z-scores that are standard normal."""
-    x = x.double().reshape(x.shape[0], -1)
+    x = x.to(mixture.means.dtype).reshape(x.shape[0], -1)
     k = mixture.assign(x)
     d = mixture.dim
     out = []
