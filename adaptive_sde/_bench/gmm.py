@@ -1,0 +1,308 @@
+"""Sample quality against score evaluations, on Gaussian mixtures with exact scores.
+
+Settings: 2-D (a ring of 8 Gaussians), 64-D and 3072-D (4 components), each under the VP and
+the VE SDE. Samplers:
+
+- ``sample`` (this library) at several ε_rel, ε_abs = 0.0078;
+- the paper's own configuration at the same ε_rel: fresh noise after a rejection, and the whole
+  batch evaluated until its slowest sample ends (its cost is 2 x the slowest sample's attempts,
+  as the paper counts);
+- Euler-Maruyama with 10 to 1000 steps;
+- the probability-flow ODE with scipy's RK45 (Song et al. 2021), at several tolerances.
+
+Quality, each with its floor (the same measure between two independent exact sample sets):
+
+- mode TV: total variation between the component weights of the samples (each assigned to
+  its most likely component) and the true weights;
+- variance error: mean over components of |pooled per-dimension variance / true - 1|;
+- NLL gap: mean negative log-likelihood under the true mixture, minus that of exact samples;
+- Fréchet distance between Gaussian fits of the samples and of exact samples.
+
+The closing table gives, per setting and sampler, the fewest evaluations per sample at which
+every measure is within the floor of 1000-step Euler-Maruyama's value (measure <= EM1000 +
+floor), and the rows ``sample`` saved by not evaluating finished samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+import adaptive_sde
+from adaptive_sde import BrownianRegister
+from adaptive_sde._bench.report import format_table, pyplot
+from adaptive_sde.diffusion import (
+    VESDE,
+    VPSDE,
+    ForwardSDE,
+    GaussianMixture,
+    ReverseSDE,
+    component_spread,
+    prior_sample,
+    sample,
+    sample_euler_maruyama,
+    sample_probability_flow,
+)
+from adaptive_sde.diffusion._sample import _tweedie
+
+NAME = "gmm"
+TITLE = "Score-based sampling of Gaussian mixtures with exact scores"
+RTOLS = (0.1, 0.05, 0.02, 0.01)
+EM_STEPS = (10, 30, 100, 300, 1000)
+ODE_TOLS = (1e-2, 1e-3, 1e-5)
+MEASURES = ("mode_tv", "variance_error", "nll_gap", "frechet")
+SAMPLERS = ("sample", "paper config", "euler-maruyama", "pf-ode rk45")
+
+
+class RedrawingBrownian:
+    """The paper's code's Brownian motion: every query, retries included, draws fresh noise, so
+    a rejected step's noise is forgotten (biased: acceptance then selects the noise). A
+    Brownian-register protocol object for :func:`adaptive_sde.solve`."""
+
+    per_sample = True
+
+    def __init__(self, batch: int, m: int, seed: int, dtype: torch.dtype = torch.float64) -> None:
+        self.batch_size, self.brownian_size = batch, m
+        self._inner = BrownianRegister(batch, m, seed=seed, dtype=dtype)
+
+    def horizon(self, rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(t, math.inf)
+
+    def increment(self, rows: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
+        dw = self._inner.increment(rows, t, t_next)
+        self._inner.commit(rows, torch.ones_like(t, dtype=torch.bool))  # forget: never pending
+        return dw
+
+    def commit(self, rows: torch.Tensor, accepted: torch.Tensor) -> None:
+        pass
+
+    def depth_probe(self) -> None:
+        return None
+
+    def reserve(self, queries: int, probed: int | None) -> None:
+        self._inner.reserve(queries, probed)
+
+
+def frechet(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussian fits: |m_a - m_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^1/2),
+    with tr (S_a S_b)^1/2 = sum sqrt(eig(S_a^1/2 S_b S_a^1/2))."""
+    a, b = a.double().flatten(1), b.double().flatten(1)
+    ma, mb = a.mean(0), b.mean(0)
+    sa, sb = torch.cov(a.T), torch.cov(b.T)
+    ea, va = torch.linalg.eigh(sa)
+    root = (va * ea.clamp(min=0).sqrt()) @ va.T
+    cross = torch.linalg.eigvalsh(root @ sb @ root).clamp(min=0).sqrt().sum()
+    return float(((ma - mb) ** 2).sum() + sa.trace() + sb.trace() - 2 * cross)
+
+
+def measures(mixture: GaussianMixture, x: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
+    """The four quality measures of ``x`` against the exact samples ``exact``."""
+    k = mixture.assign(x)
+    weights = torch.bincount(k, minlength=len(mixture.weights)).double() / x.shape[0]
+    spread = component_spread(mixture, x)
+    return {
+        "mode_tv": 0.5 * float((weights - mixture.weights).abs().sum()),
+        "variance_error": sum(abs(s.variance_error) for s in spread) / len(spread),
+        "nll_gap": float(-mixture.log_prob(x).mean() + mixture.log_prob(exact).mean()),
+        "frechet": frechet(x, exact),
+    }
+
+
+def paper_configuration(
+    mixture: GaussianMixture, sde: ForwardSDE, n: int, rtol: float, seed: int
+) -> tuple[torch.Tensor, int]:
+    """Fresh noise after a rejection; cost = the whole batch until its slowest sample ends."""
+    x_T = prior_sample(sde, (n, mixture.dim), seed, dtype=torch.float32)
+    reverse = ReverseSDE(sde, mixture.score_fn(sde), (mixture.dim,))
+    ts = torch.tensor([0.0, sde.T - sde.eps], dtype=torch.float64)
+    sol = adaptive_sde.solve(
+        reverse,
+        x_T,
+        ts,
+        rtol=rtol,
+        atol=0.0078,
+        dt0=0.01,
+        throw=False,
+        bm=RedrawingBrownian(n, mixture.dim, seed, dtype=torch.float32),
+    )
+    x = _tweedie(reverse.score, sde, sol.ys[-1], sde.eps)
+    return x, int(sol.stats.nfe.max()) + 1
+
+
+def run_setting(
+    name: str,
+    mixture: GaussianMixture,
+    sde: ForwardSDE,
+    n: int,
+    quick: bool,
+    tick: Callable[[], Any],
+) -> dict[str, Any]:
+    """Every sampler on one mixture and forward SDE; rows of measures with the floor."""
+    exact, _ = mixture.sample(n, seed=100)
+    other, _ = mixture.sample(n, seed=101)
+    floor = measures(mixture, other, exact)
+    rows = []
+
+    def add(sampler: str, setting: str, x: torch.Tensor, evals: float, **extra: Any) -> None:
+        rows.append(
+            {
+                "sampler": sampler,
+                "setting": setting,
+                "evals": evals,
+                **measures(mixture, x, exact),
+                **extra,
+            }
+        )
+        tick()
+
+    for rtol in RTOLS[1:3] if quick else RTOLS:
+        x, st = sample(mixture.score_fn(sde), sde, (n, mixture.dim), rtol=rtol, generator=1)
+        slowest = int(st.score_evals.max())
+        add(
+            "sample",
+            f"rtol={rtol}",
+            x,
+            float(st.score_evals.double().mean()),
+            evals_slowest=slowest,
+            rows_evaluated=st.rows_evaluated,
+            rows_saved=slowest * n - st.rows_evaluated,
+        )
+        x, evals = paper_configuration(mixture, sde, n, rtol, seed=1)
+        add("paper config", f"rtol={rtol}", x, float(evals))
+    for steps in EM_STEPS[1:] if quick else EM_STEPS:
+        x, st = sample_euler_maruyama(
+            mixture.score_fn(sde), sde, (n, mixture.dim), steps=steps, generator=1
+        )
+        add("euler-maruyama", f"N={steps}", x, float(st.score_evals[0]))
+    if mixture.dim <= 64 or not quick:
+        for tol in ODE_TOLS[:2] if quick else ODE_TOLS:
+            x, st = sample_probability_flow(
+                mixture.score_fn(sde), sde, (n, mixture.dim), rtol=tol, atol=tol, generator=1
+            )
+            add("pf-ode rk45", f"tol={tol:g}", x, float(st.score_evals[0]))
+    return {"name": name, "n": n, "floor": floor, "rows": rows}
+
+
+def reach_em1000(result: dict[str, Any]) -> dict[str, float]:
+    """Per sampler, the fewest evaluations at which every measure is within the floor of
+    1000-step Euler-Maruyama's."""
+    rows, floor = result["rows"], result["floor"]
+    reference = next(r for r in rows if r["setting"] == "N=1000")
+    out = {}
+    for sampler in SAMPLERS:
+        ok = [
+            r["evals"]
+            for r in rows
+            if r["sampler"] == sampler
+            and all(r[k] <= reference[k] + abs(floor[k]) for k in MEASURES)
+        ]
+        out[sampler] = min(ok) if ok else math.inf
+    return out
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """All settings (with ``quick``: 2-D and 64-D at a quarter of the samples, fewer points)."""
+    settings = [
+        ("2-D ring", GaussianMixture.ring(), 4000),
+        ("64-D", GaussianMixture.random(64), 2000),
+        ("3072-D", GaussianMixture.random(3072), 500),
+    ]
+    if quick:
+        settings = [(name, m, k // 4) for name, m, k in settings[:2]]
+    per_setting = (2 * 2 + 4 + 2) if quick else (2 * len(RTOLS) + len(EM_STEPS) + len(ODE_TOLS))
+    results = []
+    with tqdm(total=2 * len(settings) * per_setting, desc=NAME, unit="run", leave=False) as bar:
+        for name, mixture, n in settings:
+            for sde_name, sde in (("VP", VPSDE()), ("VE", VESDE())):
+                result = run_setting(f"{name} {sde_name}", mixture, sde, n, quick, bar.update)
+                result["reach_em1000"] = reach_em1000(result)
+                results.append(result)
+    return {"results": results}
+
+
+def _evals(value: float) -> str:
+    return "-" if math.isinf(value) else f"{value:.0f}"
+
+
+def tables(result: dict[str, Any], markdown: bool = False) -> list[tuple[str, str]]:
+    """Per setting the measures of every sampler; then evaluations to reach EM1000 quality,
+    and the rows saved by not evaluating finished samples."""
+    out = []
+    header = ("sampler", "setting", "evals/sample", "mode TV", "variance err", "NLL gap", "Fréchet")
+    for r in result["results"]:
+        rows = [("exact (floor)", "another draw", "", *(f"{r['floor'][k]:.4g}" for k in MEASURES))]
+        rows += [
+            (
+                row["sampler"],
+                row["setting"],
+                f"{row['evals']:.1f}",
+                *(f"{row[k]:.4g}" for k in MEASURES),
+            )
+            for row in r["rows"]
+        ]
+        out.append((f"{r['name']}, {r['n']} samples", format_table(header, rows, markdown, 2)))
+    reach = [
+        (r["name"], *(_evals(r["reach_em1000"][s]) for s in SAMPLERS)) for r in result["results"]
+    ]
+    out.append(
+        (
+            "Evaluations per sample to reach 1000-step Euler-Maruyama quality on every measure "
+            "(-: not within the sweep)",
+            format_table(("setting", *SAMPLERS), reach, markdown),
+        )
+    )
+    saved = []
+    for r in result["results"]:
+        for row in r["rows"]:
+            if row["sampler"] == "sample":
+                share = row["rows_saved"] / (row["rows_saved"] + row["rows_evaluated"])
+                saved.append(
+                    (r["name"], row["setting"], f"{row['rows_saved']}", f"{100 * share:.1f}")
+                )
+    out.append(
+        (
+            "Rows `sample` saved by not evaluating finished samples (% of evaluating the batch "
+            "until its slowest sample ends)",
+            format_table(("setting", "rtol", "rows saved", "%"), saved, markdown, 2),
+        )
+    )
+    return out
+
+
+def plot(result: dict[str, Any], path: Path) -> Path:
+    """Variance error and NLL gap against evaluations per sample, one column per setting; the
+    shaded band is the Monte-Carlo floor (exact against exact)."""
+    plt = pyplot()
+    settings = result["results"]
+    fig, axes = plt.subplots(
+        2, len(settings), figsize=(2.9 * len(settings), 5.6), dpi=72, squeeze=False
+    )
+    for col, r in enumerate(settings):
+        for row, key in enumerate(("variance_error", "nll_gap")):
+            ax = axes[row, col]
+            for i, sampler in enumerate(SAMPLERS):
+                points = sorted((p["evals"], p[key]) for p in r["rows"] if p["sampler"] == sampler)
+                if points:
+                    n, v = zip(*points, strict=True)
+                    ax.plot(n, v, marker=".", color=f"C{i}", label=sampler)
+            ax.axhspan(-abs(r["floor"][key]), abs(r["floor"][key]), color="0.85")
+            ax.set_xscale("log")
+            ax.set_yscale("symlog", linthresh=1e-2)
+            ax.tick_params(labelsize=7)
+            if row == 0:
+                ax.set_title(r["name"], fontsize=9)
+            else:
+                ax.set_xlabel("evaluations per sample", fontsize=8)
+            if col == 0:
+                ax.set_ylabel(key.replace("_", " "), fontsize=8)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path)
+    plt.close(fig)
+    return path
