@@ -160,7 +160,7 @@ def run_setting(
         )
         tick()
 
-    for rtol in RTOLS[1:3] if quick else RTOLS:
+    for rtol in RTOLS[1:2] if quick else RTOLS:
         x, st = sample(mixture.score_fn(sde), sde, (n, mixture.dim), rtol=rtol, generator=1)
         slowest = int(st.score_evals.max())
         add(
@@ -174,13 +174,13 @@ def run_setting(
         )
         x, evals = paper_configuration(mixture, sde, n, rtol, seed=1)
         add("paper config", f"rtol={rtol}", x, float(evals))
-    for steps in EM_STEPS[1:] if quick else EM_STEPS:
+    for steps in EM_STEPS[1::3] if quick else EM_STEPS:
         x, st = sample_euler_maruyama(
             mixture.score_fn(sde), sde, (n, mixture.dim), steps=steps, generator=1
         )
         add("euler-maruyama", f"N={steps}", x, float(st.score_evals[0]))
     if mixture.dim <= 64 or not quick:
-        for tol in ODE_TOLS[:2] if quick else ODE_TOLS:
+        for tol in ODE_TOLS[:1] if quick else ODE_TOLS:
             x, st = sample_probability_flow(
                 mixture.score_fn(sde), sde, (n, mixture.dim), rtol=tol, atol=tol, generator=1
             )
@@ -206,7 +206,8 @@ def reach_em1000(result: dict[str, Any]) -> dict[str, float]:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    """All settings (with ``quick``: 2-D and 64-D at a quarter of the samples, fewer points)."""
+    """All settings (with ``quick``: 2-D and 64-D at a quarter of the samples; one tolerance,
+    Euler-Maruyama at 30 and 1000 steps, the ODE at 1e-2)."""
     settings = [
         ("2-D ring", GaussianMixture.ring(), 4000),
         ("64-D", GaussianMixture.random(64), 2000),
@@ -214,7 +215,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     ]
     if quick:
         settings = [(name, m, k // 4) for name, m, k in settings[:2]]
-    per_setting = (2 * 2 + 4 + 2) if quick else (2 * len(RTOLS) + len(EM_STEPS) + len(ODE_TOLS))
+    per_setting = (2 + 2 + 1) if quick else (2 * len(RTOLS) + len(EM_STEPS) + len(ODE_TOLS))
     results = []
     with tqdm(total=2 * len(settings) * per_setting, desc=NAME, unit="run", leave=False) as bar:
         for name, mixture, n in settings:

@@ -16,6 +16,7 @@ smaller sizes (seconds to tens of seconds each).
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import time
 from pathlib import Path
@@ -70,7 +71,9 @@ def run(args: argparse.Namespace) -> None:
         runs.append((module, *run_benchmark(module, args.out, args.quick)))
     if args.page is not None:
         options = ["--quick"] if args.quick else []
-        command = "adaptive-sde bench " + shlex.join(
+        threads = os.environ.get("OMP_NUM_THREADS")  # part of the conditions: say so
+        command = f"OMP_NUM_THREADS={threads} " if threads else ""
+        command += "adaptive-sde bench " + shlex.join(
             [args.which, *options, "--out", str(args.out), "--page", str(args.page)]
         )
         path = write_page(args.page, command, runs, args.quick)
