@@ -14,7 +14,12 @@ Quality, each against the truth and, for scale, against exact samples of the sam
 
 - the mode weights: total variation between the share of samples nearest each mode and 1/8;
 - each mode's spread (``component_spread``): its pooled variance against 0.05², as a relative
-  error and as a z-score in Monte-Carlo standard errors;
+  error, averaged over the modes (Monte-Carlo error of that average: about 0.7 % at 20000
+  samples, 2 % at 2000). Every sampler here stops at t = eps = 1e-3, where the noise left has
+  sigma(eps) = 0.0105, and ends with Tweedie's denoising step x <- E[x_0 | x_eps], whose variance
+  within a mode is s² · s² / (s² + sigma(eps)²): 4.2 % below s² for these narrow modes
+  (s = 0.05), whatever the solver. That is the number to compare the samplers' variance errors
+  with, printed as well;
 - off-mode samples: the share farther than 4 standard deviations from every mean (exact
   samples: e^{-8} ≈ 0.03 %).
 
@@ -53,8 +58,7 @@ def quality(mixture: GaussianMixture, x: torch.Tensor) -> dict[str, float]:
     distance = torch.cdist(x, mixture.means).min(1).values
     return {
         "mode_tv": 0.5 * float((shares - mixture.weights).abs().sum()),
-        "variance_error_mean": sum(abs(s.variance_error) for s in spreads) / len(spreads),
-        "variance_z_max": max(abs(s.z_variance) for s in spreads),
+        "variance_error_mean": sum(s.variance_error for s in spreads) / len(spreads),
         "off_mode": float((distance > 4 * mixture.stds.max()).double().mean()),
     }
 
@@ -90,8 +94,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     print(f"8-mode ring (std 0.05), VP SDE, exact score, {n} samples per sampler")
     header = (
-        f"{'sampler':<26} {'evals/sample':>12} {'mode TV':>8} {'|var err|':>9} "
-        f"{'max|z var|':>10} {'off-mode':>9} {'time s':>7}"
+        f"{'sampler':<26} {'evals/sample':>12} {'mode TV':>8} {'var err':>8} "
+        f"{'off-mode':>9} {'time s':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -107,10 +111,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         label = names.get(key, "exact samples (reference)")
         cost = f"{evals:12.1f}" if key != "exact" else f"{'-':>12}"
         print(
-            f"{label:<26} {cost} {q['mode_tv']:8.4f} {q['variance_error_mean']:8.2%} "
-            f"{q['variance_z_max']:10.1f} {q['off_mode']:9.2%} {seconds:7.2f}"
+            f"{label:<26} {cost} {q['mode_tv']:8.4f} {q['variance_error_mean']:+8.2%} "
+            f"{q['off_mode']:9.2%} {seconds:7.2f}"
         )
 
+    sigma2 = float(sde.sigma(torch.tensor(sde.eps, dtype=torch.float64))) ** 2
+    s2 = float(mixture.stds[0]) ** 2
+    result["denoised_variance_error"] = s2 / (s2 + sigma2) - 1
+    print(
+        f"variance error of exact denoising at eps = {sde.eps}: "
+        f"{result['denoised_variance_error']:+.2%} (the samplers' target; exact samples: 0)"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     figure = args.out / "gmm_sampling.png"
     panels = [("exact", exact), *((names[k], v[0]) for k, v in runs.items())]

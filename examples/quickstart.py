@@ -87,7 +87,8 @@ def compare(name: str, x: torch.Tensor, exact: torch.Tensor, stats: Any) -> dict
     print(f"  strong error at t=1    E|X - X_exact| = {row['strong_error']:.2e}")
     print(
         f"  mean at t=1            {mean:.4f} ± {se:.4f} vs exact e^(mu t) = "
-        f"{X0 * math.exp(MU * T_END):.4f} (z = {row['mean_z']:+.2f})"
+        f"{X0 * math.exp(MU * T_END):.4f} (z = {row['mean_z']:+.2f}); the exact solution "
+        f"on these paths: {exact.mean().item():.4f}"
     )
     print(
         f"  E[X - X_exact]         {row['weak_error']:+.2e} ± {row['weak_error_se']:.1e} "

@@ -77,7 +77,10 @@ def test_gmm_sampling(tmp_path: Path) -> None:
     gtgf, exact = r["gtgf"], r["exact"]
     assert gtgf["evals"] < 1000  # cheaper than the 1000-step reference
     assert gtgf["mode_tv"] < 0.08  # exact samples of this size: ~0.03
-    assert gtgf["variance_error_mean"] < 0.2  # Monte-Carlo error per mode: ~6 %
+    # Tweedie's step at eps shrinks the modes' variance by 4.2 %; Monte-Carlo error of the
+    # mean over modes: ~2 %.
+    assert r["denoised_variance_error"] == pytest.approx(-0.042, abs=0.002)
+    assert abs(gtgf["variance_error_mean"] - r["denoised_variance_error"]) < 0.08
     assert gtgf["off_mode"] < 0.01
     assert exact["off_mode"] < 0.01
 
