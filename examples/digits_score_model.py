@@ -122,7 +122,9 @@ def quality(
     probabilities = classifier.predict_proba(flat.clamp(-1, 1).numpy())
     return {
         "nn_distance": float(distance.mean()),
+        "nn_distance_se": float(distance.std() / math.sqrt(len(x))),
         "confidence": float(probabilities.max(1).mean()),
+        "confidence_se": float(probabilities.max(1).std(ddof=1) / math.sqrt(len(x))),
         "classes": len(set(probabilities.argmax(1).tolist())),
         "min": float(x.min()),
         "max": float(x.max()),
@@ -135,7 +137,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="short training, few samples")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "output")
     parser.add_argument("--steps", type=int, help="training steps, default 8000 (--quick: 300)")
-    parser.add_argument("--samples", type=int, help="default 64 (--quick: 16)")
+    parser.add_argument("--samples", type=int, help="default 256 (--quick: 16)")
     parser.add_argument("--hidden", type=int, default=512, help="width of the MLP")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Train, sample three ways, measure, save the grids; returns the key numbers."""
     args = parse_args(argv)
     steps = args.steps or (300 if args.quick else 8_000)
-    n = args.samples or (16 if args.quick else 64)
+    n = args.samples or (16 if args.quick else 256)
     torch.manual_seed(args.seed)
     train_x, held_x, train_y = load_data(args.seed)
     sde = VPSDE()
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"em{budget}": f"Euler-Maruyama {budget}",
     }
     header = (
-        f"{'sampler':<22} {'evals/sample (min-max)':>23} {'NN dist':>8} {'confidence':>10} "
+        f"{'sampler':<22} {'evals/sample (min-max)':>23} {'NN distance':>13} {'confidence':>13} "
         f"{'classes':>7} {'range':>14} {'time s':>7}"
     )
     print(f"{n} samples per sampler, same prior draws")
@@ -210,27 +212,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         counts = f"{result[key]['evals_mean']:.1f} ({evals.min()}-{evals.max()})"
         print(
-            f"{names[key]:<22} {counts:>23} {q['nn_distance']:8.3f} {q['confidence']:10.3f} "
+            f"{names[key]:<22} {counts:>23} {_pm(q, 'nn_distance'):>13} {_pm(q, 'confidence'):>13} "
             f"{q['classes']:7d} {q['min']:6.2f}..{q['max']:<6.2f} {seconds:7.2f}"
         )
         figure = args.out / f"digits_{key}.png"
-        save_grid(x, f"{names[key]}: {result[key]['evals_mean']:.0f} evaluations/sample", figure)
+        save_grid(
+            x[:64], f"{names[key]}: {result[key]['evals_mean']:.0f} evaluations/sample", figure
+        )
         result["figures"].append(str(figure))
     real = quality(held_x[:n], train_x, classifier)
     result["held_out"] = real
     print(
-        f"{'held-out real digits':<22} {'-':>23} {real['nn_distance']:8.3f} "
-        f"{real['confidence']:10.3f} {real['classes']:7d}"
+        f"{'held-out real digits':<22} {'-':>23} {_pm(real, 'nn_distance'):>13} "
+        f"{_pm(real, 'confidence'):>13} {real['classes']:7d}"
     )
     figure = args.out / "digits_real.png"
-    save_grid(held_x[:n], "held-out real digits", figure)
+    save_grid(held_x[:64], "held-out real digits", figure)
     result["figures"].append(str(figure))
     print("figures: " + ", ".join(result["figures"]))
     return result
 
 
+def _pm(q: dict[str, Any], key: str) -> str:
+    return f"{q[key]:.3f}±{q[key + '_se']:.3f}"
+
+
 def save_grid(x: torch.Tensor, title: str, path: Path) -> None:
-    """The images in a square grid, grey levels clipped to [-1, 1] for display."""
+    """The images (64 at most) in a square grid, grey levels clipped to [-1, 1] for display."""
     n = len(x)
     side = math.ceil(math.sqrt(n))
     canvas = -torch.ones(side * 9 - 1, side * 9 - 1)  # white, like the digits' background
