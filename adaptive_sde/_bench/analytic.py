@@ -126,9 +126,13 @@ def run(quick: bool = False, paths: int | None = None) -> dict[str, Any]:
     problems, 100 paths and three sweep points)."""
     problems = [p for p in PROBLEMS if p.name in ("gbm_ito", "kp_sinh")] if quick else PROBLEMS
     paths = paths or (100 if quick else 200)
-    count = (2 * len(FIXED_METHODS) + 2) * (3 if quick else len(RTOLS))
+    steps, rtols = (3, 3) if quick else (len(STEPS), len(RTOLS))
+    count = sum(
+        len(FIXED_METHODS) * (steps + rtols) + rtols * (1 + ("path-functional" not in p.tags))
+        for p in problems
+    )
     results = {}
-    with tqdm(total=count * len(problems), desc=NAME, unit="run", leave=False) as bar:
+    with tqdm(total=count, desc=NAME, unit="run", leave=False) as bar:
         for problem in problems:
             results[problem.name] = sweep(problem, paths, quick, bar)
     return {"paths": paths, "targets": list(TARGETS), "budget": BUDGET, "results": results}

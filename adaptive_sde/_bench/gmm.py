@@ -293,7 +293,9 @@ def plot(result: dict[str, Any], path: Path) -> Path:
                     ax.plot(n, v, marker=".", color=f"C{i}", label=sampler)
             ax.axhspan(-abs(r["floor"][key]), abs(r["floor"][key]), color="0.85")
             ax.set_xscale("log")
-            ax.set_yscale("symlog", linthresh=1e-2)
+            # linear within the floor, logarithmic beyond: differences below the Monte-Carlo
+            # floor are noise, those above it span decades
+            ax.set_yscale("symlog", linthresh=max(abs(r["floor"][key]), 1e-4))
             ax.tick_params(labelsize=7)
             if row == 0:
                 ax.set_title(r["name"], fontsize=9)
