@@ -53,7 +53,11 @@ def write_page(
             "    is the command without `--quick`.",
             "",
         ]
-    lines.append("The JSON files beside the plots hold every number, with the machine above.")
+    total = sum(seconds for *_, seconds in runs)
+    lines.append(
+        f"The run took {total / 60:.0f} min in all; the JSON files beside the plots hold every "
+        "number, with the machine above."
+    )
     for module, result, png, seconds in runs:
         image = os.path.relpath(png, page.parent).replace(os.sep, "/")
         lines += [
