@@ -62,6 +62,7 @@ class NoiseModel(nn.Module):
 
     def __init__(self, hidden: int = 512, frequencies: int = 16) -> None:
         super().__init__()
+        self.frequencies: torch.Tensor
         self.register_buffer(
             "frequencies", torch.exp(torch.linspace(0, math.log(1000), frequencies))
         )
@@ -234,6 +235,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _pm(q: dict[str, Any], key: str) -> str:
+    """``value±standard error`` of a quality proxy, for the table."""
     return f"{q[key]:.3f}±{q[key + '_se']:.3f}"
 
 

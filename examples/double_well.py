@@ -178,7 +178,7 @@ def first_passages(
         nfe,
         dt_range[0],
         dt_range[1],
-        [tuple(torch.cat(tr, dim=1).numpy()) for tr in traces],  # type: ignore[misc]
+        [(joined[0], joined[1]) for joined in (torch.cat(tr, dim=1).numpy() for tr in traces)],
     )
 
 

@@ -61,14 +61,14 @@ class NeuralSDE(nn.Module):
 
     def __init__(self, hidden: int = 32) -> None:
         super().__init__()
-        self.drift = nn.Sequential(
-            nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh()
-        )
-        self.drift.append(nn.Linear(hidden, 1))
-        self.diffusion = nn.Sequential(nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        last = nn.Linear(hidden, 1)
         # Start from "no drift": the zero last layer makes f = 0 exactly.
-        nn.init.zeros_(self.drift[-1].weight)
-        nn.init.zeros_(self.drift[-1].bias)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.drift = nn.Sequential(
+            nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), last
+        )
+        self.diffusion = nn.Sequential(nn.Linear(1, hidden), nn.Tanh(), nn.Linear(hidden, 1))
 
     def f(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.drift(y)
