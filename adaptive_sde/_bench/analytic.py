@@ -112,7 +112,9 @@ def sweep(problem: Problem, paths: int, quick: bool, bar: tqdm) -> dict[str, lis
         runs[f"{method} adaptive"] = [
             point(method, paths, 0, dt=0.01, adaptive=True, rtol=r, atol=r / 10) for r in rtols
         ]
-    runs["gtgf sdeint"] = [point("gtgf", paths, 0, dt=0.01, rtol=r, atol=r / 10) for r in rtols]
+    runs["gtgf sdeint"] = [
+        point("gtgf", paths, 0, dt=0.01, rtol=r, atol=r / 10, options={"seed": 0}) for r in rtols
+    ]
     if "path-functional" not in problem.tags:
         runs["gtgf per-sample"] = [
             point("gtgf", paths, 0, rtol=r, atol=r / 10, options={"per_sample": True})

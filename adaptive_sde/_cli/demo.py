@@ -100,7 +100,11 @@ def strong_error_rows(paths: int, seed: int, bar: tqdm) -> list[dict[str, Any]]:
             timed(method, f"dt = 1/{n}", on_interval(method, dt=1 / n, adaptive=False))
     for rtol in GTGF_RTOLS:
         settings = f"rtol {rtol:g}, atol {rtol / 10:g}"
-        timed("gtgf (sdeint)", settings, on_interval("gtgf", dt=0.01, rtol=rtol, atol=rtol / 10))
+        timed(
+            "gtgf (sdeint)",
+            settings,
+            on_interval("gtgf", dt=0.01, rtol=rtol, atol=rtol / 10, options={"seed": seed}),
+        )
     for rtol in GTGF_RTOLS:
 
         def per_sample(s: CountingSDE, r: float = rtol) -> Solved:
