@@ -61,6 +61,16 @@ class BrownianSource(Protocol):
         """Consume the last queried interval of the rows where ``accepted`` is true."""
         ...
 
+    def depth_probe(self) -> torch.Tensor | None:
+        """A 0-d integer tensor the loop reads back with its own host read (so the source needs
+        none of its own), or ``None``."""
+        ...
+
+    def reserve(self, queries: int, probed: int | None) -> None:
+        """Prepare for up to ``queries`` increments before the loop next reads the device;
+        ``probed`` is the value of :meth:`depth_probe` at this read."""
+        ...
+
 
 def _take(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
     return x if rows is None else x[rows]
@@ -134,6 +144,7 @@ class BrownianRegister:
         # A host-side bound on the stack depth: each query pushes at most one slot, so the stack
         # grows only when this bound says it might, and the depth is read back only then.
         self._depth_bound = 0
+        self._headroom = 1
 
     # -- the BrownianSource interface -------------------------------------------------------
 
@@ -178,6 +189,23 @@ class BrownianRegister:
         self._depth = _put(self._depth, rows, new_depth)
         return dw
 
+    def depth_probe(self) -> torch.Tensor:
+        """The deepest pending stack, for the loop to read along with its own host read."""
+        return self._depth.max()
+
+    def reserve(self, queries: int, probed: int | None) -> None:
+        """Make room for ``queries`` more increments. ``probed`` (the deepest stack, read by the
+        loop) makes the host-side bound exact, so no read of our own is needed."""
+        self._headroom = max(self._headroom, queries)
+        if probed is not None:
+            self._depth_bound = probed
+        elif self._depth_bound + queries >= self._ends.shape[1]:
+            self._depth_bound = int(self._depth.max())  # only when the bound is not enough
+        capacity = self._ends.shape[1]
+        while self._depth_bound + queries >= capacity:
+            capacity *= 2
+        self._grow(capacity)
+
     def commit(self, rows: torch.Tensor | None, accepted: torch.Tensor) -> None:
         depth = _take(self._depth, rows)
         inc = self._slot(self._incs, rows, self._top_slot(depth))
@@ -211,17 +239,19 @@ class BrownianRegister:
         store.scatter_(1, index, value.unsqueeze(1))
 
     def _reserve_slot(self) -> None:
-        """Make sure every stack has room for one more interval."""
+        """Make sure every stack has room for one more interval (``reserve`` usually has)."""
         self._depth_bound += 1
-        capacity = self._ends.shape[1]
-        if self._depth_bound < capacity:
+        if self._depth_bound < self._ends.shape[1]:
             return
-        self._depth_bound = int(self._depth.max()) + 1  # one host read per doubling, not per step
-        if self._depth_bound < capacity:
-            return
-        grow = capacity
-        self._ends = torch.cat([self._ends, torch.zeros_like(self._ends[:, :grow])], dim=1)
-        self._incs = torch.cat([self._incs, torch.zeros_like(self._incs[:, :grow])], dim=1)
+        self.reserve(self._headroom, None)
+
+    def _grow(self, capacity: int) -> None:
+        grow = capacity - self._ends.shape[1]
+        if grow > 0:
+            self._ends = torch.cat([self._ends, self._ends.new_zeros(self.batch_size, grow)], 1)
+            self._incs = torch.cat(
+                [self._incs, self._incs.new_zeros(self.batch_size, grow, self.brownian_size)], 1
+            )
 
 
 class TorchsdeBrownian:
@@ -257,6 +287,12 @@ class TorchsdeBrownian:
         self._last_end = tb
         dw = self.bm(ta, tb)  # type: ignore[operator]
         return _take(dw, rows)
+
+    def depth_probe(self) -> None:
+        return None
+
+    def reserve(self, queries: int, probed: int | None) -> None:
+        """Nothing to prepare: torchsde's Brownian objects take their times on the host."""
 
     def commit(self, rows: torch.Tensor | None, accepted: torch.Tensor) -> None:
         end = self._last_end

@@ -48,6 +48,8 @@ def solve(
     throw: bool = True,
     progress: bool = False,
     accept_at_dt_min: bool = False,
+    sync_every: int | None = None,
+    sample_ids: torch.Tensor | None = None,
 ) -> Solution:
     """Solve an Itô or Stratonovich SDE adaptively with the Gotta-Go-Fast method.
 
@@ -80,6 +82,10 @@ def solve(
       ``seed``), a ``BrownianRegister``, or a torchsde ``BrownianInterval`` / ``BrownianTree`` /
       ``BrownianPath`` (only with ``per_sample=False``, as it has one time grid).
     - ``seed``: an ``int`` or ``torch.Generator`` for the default register.
+    - ``sample_ids``: the ids of the rows for the default register, shape (batch,) (default
+      ``arange(batch)``): a sample's Brownian path and signs depend only on ``(seed, id)``, so
+      a large ensemble can be solved in pieces (:mod:`adaptive_sde.distributed`) with the
+      results of one solve.
     - ``per_sample``: every sample takes its own steps (default). ``False``: one time grid for the
       batch, needed when rows interact (particles, mean-field terms); a step is accepted only if
       every sample passes.
@@ -99,6 +105,12 @@ def solve(
     - ``accept_at_dt_min``: torchsde's meaning of ``dt_min``: a step that would shrink below it is
       taken at ``dt_min`` and accepted whatever its error (counted in ``stats.num_forced``),
       instead of ending the sample with ``DT_MIN_REACHED``.
+    - ``sync_every``: passes of the loop between host reads of which samples are still running.
+      Finished samples leave the evaluated batch at these reads; in between, a finished sample
+      takes zero-length steps that are discarded (not counted in its statistics). ``None``
+      (default): 1 on the CPU, where a read costs nothing and compaction saves evaluations, and
+      8 on other devices, where a read stalls the device's queue. A torchsde Brownian object
+      reads its times on the host at every step anyway, so it always uses 1.
 
     **Returns:** a :class:`~adaptive_sde.Solution` with ``ts``, ``ys`` of shape
     ``(len(ts), batch, d)`` and per-sample statistics. Gradients flow through the accepted states;
@@ -137,7 +149,9 @@ def solve(
     m = adapter.brownian_size
     assert m is not None
     stepper = GottaGoFastStep(adapter, extrapolate=extrapolate, decouple_signs=decouple_signs)
-    brownian = _make_brownian(bm, seed, batch, m, y0, ts.dtype, per_sample)
+    if sample_ids is not None and bm is not None:
+        raise ValueError("sample_ids names the rows of the default register: pass it with bm=None")
+    brownian = _make_brownian(bm, seed, batch, m, y0, ts.dtype, per_sample, sample_ids)
     signs = None
     if stepper.needs_signs:
         # One sign stream per row of the Brownian motion (its batch is the state's, except in
@@ -150,6 +164,11 @@ def solve(
             decoupled=stepper.decouple_signs,
         )
     h = torch.clamp(h, min=dt_min if controller.accept_at_dt_min else None, max=dt_max)
+    if sync_every is None:
+        sync_every = 1 if y0.device.type == "cpu" else 8
+    sync_every = check_count("sync_every", sync_every)
+    if isinstance(brownian, TorchsdeBrownian):
+        sync_every = 1
     integration = Integration(
         stepper,
         controller,
@@ -160,6 +179,7 @@ def solve(
         adaptive=adaptive,
         per_sample=per_sample,
         progress=progress,
+        sync_every=sync_every,
     )
     solution = integration.run(y0, h, start)
     if throw and not solution.stats.success:
@@ -201,10 +221,17 @@ def _make_brownian(
     y0: torch.Tensor,
     time_dtype: torch.dtype,
     per_sample: bool,
+    sample_ids: torch.Tensor | None,
 ) -> BrownianSource:
     if bm is None:
         return BrownianRegister(
-            batch, m, seed=seed, dtype=y0.dtype, device=y0.device, time_dtype=time_dtype
+            batch,
+            m,
+            seed=seed,
+            sample_ids=sample_ids,
+            dtype=y0.dtype,
+            device=y0.device,
+            time_dtype=time_dtype,
         )
     if isinstance(bm, BrownianSource):
         if bm.brownian_size != m:

@@ -2,8 +2,16 @@
 
 Each pass takes the samples still running, proposes each a step that ends no later than its next
 output time and its nearest pending Brownian breakpoint (landing on them exactly), attempts it,
-lets the controller accept or reject it, and records what happened. A finished sample leaves the
-evaluated batch; with a shared time grid every sample runs until the last.
+lets the controller accept or reject it, and records what happened. With a shared time grid every
+sample runs until the last.
+
+Finished samples leave the evaluated batch, but finding them is a host synchronisation (the
+number of running rows decides the shape of the next batch), which stalls a GPU's queue. So the
+loop reads the device only every ``sync_every`` passes: in between, it runs the same rows, and a
+row that finished inside the block is *frozen*: it takes zero-length steps whose results are
+discarded, and its statistics do not count them. Every decision stays on the device, so a solve
+makes about ``passes / sync_every`` host reads, not one per step (torchsde's adaptive mode reads
+the error on the host every step).
 """
 
 from __future__ import annotations
@@ -107,6 +115,7 @@ class Integration:
         adaptive: bool,
         per_sample: bool,
         progress: bool,
+        sync_every: int = 1,
     ) -> None:
         self.stepper, self.controller, self.brownian, self.signs = (
             stepper,
@@ -117,6 +126,7 @@ class Integration:
         self.ts = ts
         self.max_steps, self.adaptive, self.per_sample = max_steps, adaptive, per_sample
         self.progress = progress
+        self.sync_every = sync_every
 
     def run(
         self,
@@ -133,15 +143,26 @@ class Integration:
         evaluations = 0
         try:
             while True:
-                rows: torch.Tensor | None = torch.nonzero(state.status == RUNNING).flatten()
-                n = int(rows.numel())  # type: ignore[union-attr]
+                # The one host read of a block of passes: how many rows are still running (and
+                # what the Brownian source needs to know). The running rows are gathered by a
+                # stable sort on the device, since nonzero would be a second read.
+                running = state.status == RUNNING
+                probe = self.brownian.depth_probe()
+                counts = [running.sum()] + ([] if probe is None else [probe])
+                read = torch.stack(counts).tolist()
+                n = int(read[0])
                 if n == 0:
                     break
-                part = state.take(None if n == batch else rows)
-                self._attempt(part, None if n == batch else rows, ys, start)
-                state.put(None if n == batch else rows, part)
-                start = None
-                evaluations += self.stepper.evaluations_per_step * n
+                self.brownian.reserve(self.sync_every, None if probe is None else int(read[1]))
+                rows: torch.Tensor | None = None
+                if n < batch:
+                    rows = torch.argsort((~running).to(torch.uint8), stable=True)[:n]
+                part = state.take(rows)
+                for _ in range(self.sync_every):
+                    self._attempt(part, rows, ys, start)
+                    start = None
+                    evaluations += self.stepper.evaluations_per_step * n
+                state.put(rows, part)
                 meter.update(state.t, evaluations)
         finally:
             meter.close()
@@ -156,7 +177,11 @@ class Integration:
     ) -> None:
         """Attempt one step for the samples of ``s`` (updated in place) and record outputs."""
         controller = self.controller
-        target = self.ts[s.out_index]
+        # Rows that finished earlier in this block are frozen: they step from t to t (their
+        # target is the last output time, which they have reached) and nothing is kept.
+        live = s.status == RUNNING
+        out_index = torch.clamp(s.out_index, max=len(self.ts) - 1)
+        target = self.ts[out_index]
         limit = torch.minimum(target, self.brownian.horizon(rows, s.t))
         clipped = s.t + (1 + _LANDING_SLACK) * s.h >= limit
         t_next = torch.where(clipped, limit, s.t + s.h)
@@ -174,6 +199,7 @@ class Integration:
                 s.y_em_prev,
                 result.error.detach(),
             )
+            e = torch.where(live, e, torch.zeros_like(e))  # a frozen row never rejects a grid
             if self.adaptive:
                 accept, factor = controller.decide(e)
                 forced = controller.forced(s.h, e) & ~accept
@@ -182,25 +208,27 @@ class Integration:
                 accept, factor = ~torch.isnan(e), torch.ones_like(e)
                 forced = torch.zeros_like(accept)
             # A drift or diffusion that is not finite where the step starts: no step can help.
-            stuck = ~result.start_finite
+            stuck = ~result.start_finite & live
             if not self.per_sample:
                 stuck = stuck.any().expand_as(stuck)
-            accept = accept & ~stuck
+            accept = accept & ~stuck & live
+            forced = forced & live
         self.brownian.commit(rows, accept)
 
         y_kept = torch.where(accept[:, None], result.y_next, s.y)
         hit = accept & clipped & (t_next == target)
         out_rows = torch.arange(ys.shape[1], device=ys.device) if rows is None else rows
         # In place is safe for autograd: nothing reads the overwritten entries of ys.
-        ys[s.out_index, out_rows] = torch.where(hit[:, None], y_kept, ys[s.out_index, out_rows])
+        ys[out_index, out_rows] = torch.where(hit[:, None], y_kept, ys[out_index, out_rows])
         s.y = y_kept
         with torch.no_grad():
             s.y_em_prev = torch.where(accept[:, None], result.y_em.detach(), s.y_em_prev)
-            self._bookkeep(s, t_next, clipped, accept, factor, forced, stuck, hit, e)
+            self._bookkeep(s, live, t_next, clipped, accept, factor, forced, stuck, hit, e)
 
     def _bookkeep(
         self,
         s: SampleState,
+        live: torch.Tensor,
         t_next: torch.Tensor,
         clipped: torch.Tensor,
         accept: torch.Tensor,
@@ -210,13 +238,14 @@ class Integration:
         hit: torch.Tensor,
         e: torch.Tensor,
     ) -> None:
-        """Times, step sizes, statistics and result codes after a decision."""
+        """Times, step sizes, statistics and result codes after a decision; frozen rows (not
+        ``live``) keep theirs."""
         h_taken = t_next - s.t
         s.t = torch.where(accept, t_next, s.t)
         s.out_index = s.out_index + hit.to(torch.int64)
-        s.nfe = s.nfe + self.stepper.evaluations_per_step
+        s.nfe = s.nfe + self.stepper.evaluations_per_step * live.to(torch.int64)
         s.accepted = s.accepted + accept.to(torch.int64)
-        s.rejected = s.rejected + (~accept).to(torch.int64)
+        s.rejected = s.rejected + (~accept & live).to(torch.int64)
         s.forced = s.forced + forced.to(torch.int64)
         s.dt_smallest = torch.where(accept, torch.minimum(s.dt_smallest, h_taken), s.dt_smallest)
         s.dt_largest = torch.where(accept, torch.maximum(s.dt_largest, h_taken), s.dt_largest)
@@ -229,7 +258,7 @@ class Integration:
             # A step at dt_min is accepted whatever its error, but not when it is not finite:
             # then nothing smaller is allowed, and the sample ends (NONFINITE, below).
             too_small |= ~accept & torch.isnan(e) & (s.h <= self.controller.dt_min * (1 + 1e-9))
-        s.h = h_new
+        s.h = torch.where(live, h_new, s.h)
         code = torch.full_like(s.status, RUNNING)
         code = torch.where(
             s.accepted + s.rejected >= self.max_steps, Result.MAX_STEPS_REACHED, code
@@ -237,4 +266,5 @@ class Integration:
         code = torch.where(too_small, Result.DT_MIN_REACHED, code)
         code = torch.where(too_small & torch.isnan(e), Result.NONFINITE, code)
         code = torch.where(stuck, Result.NONFINITE, code)
-        s.status = torch.where(s.out_index >= len(self.ts), Result.SUCCESS, code)
+        code = torch.where(s.out_index >= len(self.ts), Result.SUCCESS, code)
+        s.status = torch.where(live, code, s.status)

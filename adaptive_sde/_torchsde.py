@@ -62,6 +62,7 @@ OPTIONS: dict[str, str] = {
     "extrapolate": "bool, default True",
     "decouple_signs": "bool or None (default: on for Itô general noise with m >= 2)",
     "progress": "bool, default False: a tqdm progress bar",
+    "sync_every": "int or None: passes between host reads (default 1 on CPU, 8 on a GPU)",
     "throw": "bool, default True: raise SolveError when a sample fails",
     "stats_callback": "callable, receives the SolveStats of each solve",
 }
@@ -185,6 +186,7 @@ class GottaGoFastSolver(base_solver.BaseSDESolver):
             throw=options.get("throw", True),
             progress=options.get("progress", False),
             accept_at_dt_min=True,
+            sync_every=options.get("sync_every"),
         )
 
     def step(

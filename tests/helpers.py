@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 import torchsde
+from torch.overrides import TorchFunctionMode
 
 import adaptive_sde
 from adaptive_sde import BrownianRegister
@@ -95,3 +96,40 @@ class RedrawingBrownian:
 
     def commit(self, rows, accepted):
         pass
+
+    def depth_probe(self):
+        return None
+
+    def reserve(self, queries, probed):
+        pass
+
+
+class HostReads(TorchFunctionMode):
+    """Counts the calls that make the host wait for the device: reading values (``item``,
+    ``tolist``, ``bool``/``int``/``float`` of a tensor, ``numpy``, ``cpu``) and ops whose output
+    shape depends on values (``nonzero``, boolean-mask indexing, ``masked_select``, ``unique``).
+    On a CPU these cost nothing, but the same code on a GPU stalls its queue at each one, so
+    counting them on the CPU bounds the synchronisations a GPU run makes."""
+
+    _READS = frozenset(
+        {"item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__"}
+    )
+    _SHAPE_FROM_VALUES = frozenset({"nonzero", "masked_select", "unique", "unique_consecutive"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.names: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        masked = name in ("__getitem__", "__setitem__") and _has_bool_index(args[1])
+        if name in self._READS or name in self._SHAPE_FROM_VALUES or masked:
+            self.count += 1
+            self.names.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def _has_bool_index(index: object) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(p, torch.Tensor) and p.dtype == torch.bool for p in parts)

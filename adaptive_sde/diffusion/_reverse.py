@@ -29,17 +29,26 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class ScoreCounter:
     """Calls a score function with a shape check, and counts the calls and the rows they
     evaluate. Non-finite scores are left to the solver: at a trial point of a step they only
-    reject the step; at an accepted state they end the sample with a result code."""
+    reject the step; at an accepted state they end the sample with a result code.
 
-    def __init__(self, score_fn: ScoreFn, shape: tuple[int, ...]) -> None:
-        self.score_fn, self.shape = score_fn, shape
+    With ``model_dtype`` (e.g. ``torch.float16``), x reaches the model in that dtype and the
+    score comes back in the solver's: the model runs in half precision while the solver's state,
+    its error estimate and its step sizes stay in float32 (half precision cannot resolve the
+    difference of two nearby states that the error estimate is). ``t`` keeps the solver's dtype;
+    models embed it themselves."""
+
+    def __init__(
+        self, score_fn: ScoreFn, shape: tuple[int, ...], model_dtype: torch.dtype | None = None
+    ) -> None:
+        self.score_fn, self.shape, self.model_dtype = score_fn, shape, model_dtype
         self.calls = 0
         self.rows = 0
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``x`` flattened (n, D), ``t`` (n,); returns the score flattened (n, D)."""
         n = x.shape[0]
-        out = self.score_fn(x.reshape(n, *self.shape), t)
+        model_x = x if self.model_dtype is None else x.to(self.model_dtype)
+        out = self.score_fn(model_x.reshape(n, *self.shape), t)
         self.calls += 1
         self.rows += n
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n, *self.shape):
@@ -48,7 +57,7 @@ class ScoreCounter:
                 f"the score function must return the shape of x, {(n, *self.shape)}, got {got} "
                 f"at t={float(t.max()):.6g}"
             )
-        return out.reshape(n, -1)
+        return out.reshape(n, -1).to(x.dtype)
 
 
 class ReverseSDE(nn.Module):
@@ -57,7 +66,8 @@ class ReverseSDE(nn.Module):
 
     **Arguments:** ``forward`` (a :class:`ForwardSDE`), ``score_fn(x, t)``, ``shape`` (the shape
     of one sample), ``probability_flow``, ``sde_type`` (``"stratonovich"`` or ``"ito"``; the same
-    SDE).
+    SDE), ``model_dtype`` (the dtype the score function receives x in; see
+    :class:`ScoreCounter`).
     """
 
     noise_type = "diagonal"
@@ -70,12 +80,13 @@ class ReverseSDE(nn.Module):
         *,
         probability_flow: bool = False,
         sde_type: str = "stratonovich",
+        model_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if sde_type not in ("ito", "stratonovich"):
             raise ValueError(f"sde_type must be 'ito' or 'stratonovich', got {sde_type!r}")
         self.forward_sde = forward
-        self.score = ScoreCounter(score_fn, tuple(shape))
+        self.score = ScoreCounter(score_fn, tuple(shape), model_dtype)
         self.shape = tuple(shape)
         self.probability_flow = probability_flow
         self.sde_type = sde_type

@@ -106,6 +106,8 @@ def sample(
     x_T: torch.Tensor | None = None,
     norm: str = "rms",
     tolerance: str = "paper",
+    sync_every: int | None = None,
+    model_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, SampleStats]:
     """Samples a score-based model with the adaptive Gotta-Go-Fast solver.
 
@@ -130,13 +132,18 @@ def sample(
     - ``progress``: a tqdm bar (time reached by the slowest sample, evaluations so far).
     - ``per_sample``: every sample its own steps (default); ``False`` shares one time grid.
     - ``x_T``: start from these prior samples instead of drawing them.
+    - ``sync_every``: loop passes between host reads (see :func:`adaptive_sde.solve`; default 1
+      on the CPU, 8 on a GPU).
+    - ``dtype``: the solver's state; ``model_dtype``: the dtype x is handed to the score function
+      in (``torch.float16`` / ``torch.bfloat16`` for a half-precision model; the score is cast
+      back, so the solver's state and error estimate stay in ``dtype``).
 
     **Returns:** ``(x, stats)``: samples of shape ``shape`` and a :class:`SampleStats`.
     """
     batch, dims, eps, seed, ids, x_T = _start(
         sde, shape, eps, generator, sample_ids, dtype, device, x_T
     )
-    reverse = ReverseSDE(sde, score_fn, dims)
+    reverse = ReverseSDE(sde, score_fn, dims, model_dtype=model_dtype)
     y0 = x_T.reshape(batch, -1).to(dtype)
     ts = torch.tensor([0.0, sde.T - eps], dtype=torch.float64, device=y0.device)
     bm = BrownianRegister(
@@ -163,6 +170,7 @@ def sample(
             norm=norm,
             max_steps=max_steps,
             progress=progress,
+            sync_every=sync_every,
         )
     except SolveError as error:
         message = failure_message(
@@ -202,15 +210,17 @@ def sample_euler_maruyama(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     x_T: torch.Tensor | None = None,
+    model_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, SampleStats]:
     """The reverse SDE with ``steps`` fixed Euler-Maruyama steps from T to ``eps`` (the paper's
-    reference at 1000 steps), then the same denoising step as :func:`sample`."""
+    reference at 1000 steps), then the same denoising step as :func:`sample`; ``model_dtype``
+    as there."""
     if steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps}")
     batch, dims, eps, seed, ids, x_T = _start(
         sde, shape, eps, generator, sample_ids, dtype, device, x_T
     )
-    reverse = ReverseSDE(sde, score_fn, dims, sde_type="ito")
+    reverse = ReverseSDE(sde, score_fn, dims, sde_type="ito", model_dtype=model_dtype)
     keys = _random.stream_keys(seed, ids, _EM_TAG)
     y = x_T.reshape(batch, -1).to(dtype)
     h = (sde.T - eps) / steps
@@ -220,7 +230,7 @@ def sample_euler_maruyama(
         y = y + h * reverse.f(s, y) + reverse.g(s, y) * math.sqrt(h) * z
     if denoise:
         y = _tweedie(reverse.score, sde, y, eps)
-    evals = torch.full((batch,), steps + int(denoise), dtype=torch.int64)
+    evals = torch.full((batch,), steps + int(denoise), dtype=torch.int64, device=y.device)
     stats = SampleStats(evals, reverse.score.calls, reverse.score.rows, steps * batch, 0)
     return y.reshape(batch, *dims), stats
 
