@@ -18,7 +18,7 @@ import torch
 from _common import save
 
 import adaptive_sde
-from tests.helpers import RedrawingBrownian
+from adaptive_sde._bench.gmm import RedrawingBrownian
 from tests.problems import OrnsteinUhlenbeck, _gbm
 
 TS = torch.tensor([0.0, 1.0], dtype=torch.float64)

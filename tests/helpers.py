@@ -10,7 +10,6 @@ import torchsde
 from torch.overrides import TorchFunctionMode
 
 import adaptive_sde
-from adaptive_sde import BrownianRegister
 from tests.problems import Problem
 
 
@@ -74,34 +73,6 @@ def assert_within_mc(
     assert torch.all((estimate - expected).abs() <= k * se), (
         f"{what} {estimate.tolist()} vs exact {expected.tolist()} (standard error {se.tolist()})"
     )
-
-
-class RedrawingBrownian:
-    """The paper's original behaviour, kept only in the tests: every query, retries included,
-    draws fresh noise. Biased; the unbiasedness tests use it to show they have power."""
-
-    per_sample = True
-
-    def __init__(self, batch: int, m: int, seed: int, dtype=torch.float64) -> None:
-        self.batch_size, self.brownian_size = batch, m
-        self._inner = BrownianRegister(batch, m, seed=seed, dtype=dtype)
-
-    def horizon(self, rows, t):
-        return torch.full_like(t, math.inf)
-
-    def increment(self, rows, t, t_next):
-        dw = self._inner.increment(rows, t, t_next)
-        self._inner.commit(rows, torch.ones_like(t, dtype=torch.bool))  # forget: never pending
-        return dw
-
-    def commit(self, rows, accepted):
-        pass
-
-    def depth_probe(self):
-        return None
-
-    def reserve(self, queries, probed):
-        pass
 
 
 class HostReads(TorchFunctionMode):

@@ -10,6 +10,7 @@ import torch
 import torchsde
 
 import adaptive_sde
+from adaptive_sde._bench.gmm import RedrawingBrownian
 from adaptive_sde.diffusion import (
     VESDE,
     VPSDE,
@@ -29,7 +30,6 @@ from adaptive_sde.diffusion import (
     score_from_noise,
     score_from_velocity,
 )
-from tests.helpers import RedrawingBrownian
 
 SDES = [VPSDE(), SubVPSDE(), VESDE()]
 SDE_IDS = ["vp", "subvp", "ve"]

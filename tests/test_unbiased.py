@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import adaptive_sde
-from tests.helpers import RedrawingBrownian, assert_within_mc
+from adaptive_sde._bench.gmm import RedrawingBrownian
+from tests.helpers import assert_within_mc
 from tests.problems import OrnsteinUhlenbeck, _gbm
 
 pytestmark = pytest.mark.slow

@@ -29,7 +29,7 @@ from adaptive_sde.diffusion import (
     SubVPSDE,
     component_spread,
 )
-from adaptive_sde.distributed import rank_and_size, sample_distributed
+from adaptive_sde.distributed import plan_shards, rank_and_size, sample_distributed
 
 SDES: dict[str, type[ForwardSDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
 
@@ -96,6 +96,13 @@ def _sample(args: argparse.Namespace, device: torch.device) -> None:
         atol=args.atol,
     )
     seconds = time.perf_counter() - start
+    # Samples per second counts what this run computed, not the shards it found finished.
+    sizes = {shard.index: shard.size for shard in plan_shards(args.samples, args.shard_size)}
+    fresh = torch.tensor([float(sum(sizes[i] for i in result.computed))], dtype=torch.float64)
+    if world > 1:
+        fresh = fresh.to(device if device.type == "cuda" else "cpu")
+        dist.all_reduce(fresh)
+    computed_now = int(fresh.item())
     if rank != 0 or result.outputs is None:
         return
     x = result.outputs["x"]
@@ -111,8 +118,8 @@ def _sample(args: argparse.Namespace, device: torch.device) -> None:
         "device": str(device),
         "samples": args.samples,
         "seconds": seconds,
-        "samples_per_second": args.samples / seconds,
-        "shards_reused_by_rank_0": len(result.reused),
+        "computed_now": computed_now,
+        "samples_per_second": computed_now / seconds,
         "score_evals_per_sample": stats["score_evals"] / stats["samples"],
         "rows_evaluated": stats["rows_evaluated"],
         "mode_tv": tv,
@@ -123,12 +130,12 @@ def _sample(args: argparse.Namespace, device: torch.device) -> None:
     print(
         f"{args.samples} samples of a {mixture.dim}-D mixture ({args.sde.upper()} SDE, rtol "
         f"{args.rtol}), {world} process{'es' if world > 1 else ''} on {device.type}: "
-        f"{seconds:.2f} s, {args.samples / seconds:.0f} samples/s"
+        f"{computed_now} computed now in {seconds:.2f} s, {computed_now / seconds:.0f} samples/s"
     )
     print(
         f"score evaluations per sample {summary['score_evals_per_sample']:.1f}; mode weights "
-        f"TV {tv:.4f}; worst component z-score {worst_z:.2f}; shards reused "
-        f"{len(result.reused)} on rank 0"
+        f"TV {tv:.4f}; worst component z-score {worst_z:.2f}; "
+        f"{args.samples - computed_now} found finished in {args.out}"
     )
     print(f"samples: {args.out / 'samples.pt'}; manifest: {result.manifest}")
 
