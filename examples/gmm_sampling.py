@@ -52,12 +52,10 @@ from adaptive_sde.diffusion import (
 def quality(mixture: GaussianMixture, x: torch.Tensor) -> dict[str, float]:
     """Mode-weight TV, per-mode variance errors and the off-mode share of samples ``x``."""
     x = x.double()
-    k = mixture.assign(x)
-    shares = torch.bincount(k, minlength=len(mixture.weights)).double() / len(x)
     spreads = component_spread(mixture, x)
     distance = torch.cdist(x, mixture.means).min(1).values
     return {
-        "mode_tv": 0.5 * float((shares - mixture.weights).abs().sum()),
+        "mode_tv": mixture.mode_tv(x),
         "variance_error_mean": sum(s.variance_error for s in spreads) / len(spreads),
         "off_mode": float((distance > 4 * mixture.stds.max()).double().mean()),
     }

@@ -28,12 +28,12 @@ from tqdm.auto import tqdm
 
 import adaptive_sde
 from adaptive_sde._bench.counting import CountingSDE
+from adaptive_sde._bench.gmm import measures
 from adaptive_sde._bench.problems import GBM_ITO
 from adaptive_sde._bench.report import format_table, pyplot
 from adaptive_sde.diffusion import (
     VPSDE,
     GaussianMixture,
-    component_spread,
     sample,
     sample_euler_maruyama,
 )
@@ -167,15 +167,10 @@ class Sampled:
 def quality(mixture: GaussianMixture, x: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
     """Total variation of the mode weights (each sample assigned to its most likely component),
     mean |variance / true - 1| over components, and the mean negative log-likelihood under the
-    true mixture minus that of exact samples."""
-    k = mixture.assign(x)
-    weights = torch.bincount(k, minlength=len(mixture.weights)).double() / x.shape[0]
-    spread = component_spread(mixture, x)
-    return {
-        "mode_tv": 0.5 * float((weights - mixture.weights).abs().sum()),
-        "variance_error": sum(abs(s.variance_error) for s in spread) / len(spread),
-        "nll_gap": float(-mixture.log_prob(x).mean() + mixture.log_prob(exact).mean()),
-    }
+    true mixture minus that of exact samples: the benchmark's measures, less the Fréchet
+    distance."""
+    found = measures(mixture, x, exact)
+    return {name: found[name] for name in ("mode_tv", "variance_error", "nll_gap")}
 
 
 def mixture_rows(

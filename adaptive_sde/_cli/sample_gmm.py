@@ -108,8 +108,7 @@ def _sample(args: argparse.Namespace, device: torch.device) -> None:
     x = result.outputs["x"]
     torch.save(x, args.out / "samples.pt")
     cpu_mixture = mixture.to("cpu", torch.float64)
-    counts = torch.bincount(cpu_mixture.assign(x), minlength=len(cpu_mixture.weights))
-    tv = 0.5 * float((counts / args.samples - cpu_mixture.weights).abs().sum())
+    tv = cpu_mixture.mode_tv(x)
     spread = component_spread(cpu_mixture, x)
     worst_z = max(max(abs(s.z_variance), abs(s.z_mean)) for s in spread)
     stats = result.stats

@@ -116,6 +116,13 @@ class GaussianMixture:
         """The most likely component of each sample."""
         return self.log_resp(x)[0].argmax(dim=1)
 
+    def mode_tv(self, x: torch.Tensor) -> float:
+        """Total variation between the weights and the share of samples ``x`` assigned to each
+        component: 0 for perfect mode weights (up to Monte-Carlo error), 1 at worst."""
+        counts = torch.bincount(self.assign(x), minlength=len(self.weights))
+        shares = counts.to(self.weights) / x.shape[0]
+        return 0.5 * float((shares - self.weights).abs().sum())
+
 
 @dataclass
 class Spread:
