@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import adaptive_sde
 from adaptive_sde.diffusion import VPSDE, GaussianMixture
 from adaptive_sde.distributed import (
     ShardStore,
@@ -185,3 +186,25 @@ def test_the_sample_gmm_command_under_torchrun(tmp_path):
     assert single.returncode == 0, single.stderr[-3000:]
     two, one = (torch.load(tmp_path / d / "samples.pt") for d in ("two", "one"))
     assert two.shape == (64, 2) and torch.equal(two, one)
+
+
+def test_shards_solve_each_sample_as_one_whole_batch_would():
+    # Sample i's noise depends on (seed, i) only: solving in shards of 8 gives what one solve of
+    # all the samples gives (to rounding: a row's place in a batch can change the last bit).
+    y0 = torch.linspace(0.5, 1.5, N_PATHS, dtype=torch.float64)[:, None]
+    options = {"rtol": 1e-2, "atol": 1e-3}
+    sharded = solve_ensemble(
+        GBM_ITO.make_sde(), y0, TS, N_PATHS, seed=4, shard_size=PATH_SHARD, **options
+    )
+    whole = adaptive_sde.solve(GBM_ITO.make_sde(), y0, TS, seed=4, **options)
+    torch.testing.assert_close(sharded.outputs["ys"], whole.ys, rtol=1e-9, atol=0)
+    assert torch.equal(sharded.outputs["nfe"], whole.stats.nfe)
+    assert sharded.stats["nfe"] == whole.stats.total_nfe
+    assert sharded.stats["samples"] == N_PATHS and sharded.stats["failed"] == 0
+
+
+def test_without_gathering_rank_0_gets_statistics_only():
+    result = solve_ensemble(
+        GBM_ITO.make_sde(), torch.ones(1, dtype=torch.float64), TS, 16, seed=0, gather=False
+    )
+    assert result.outputs is None and result.stats["samples"] == 16

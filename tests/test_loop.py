@@ -82,3 +82,9 @@ def test_sampler_host_reads_are_bounded():
         _, stats = sample(mixture.score_fn(sde), sde, (64, 2), generator=0, sync_every=8)
     passes = int(stats.solve.num_steps.max())
     assert reads.count <= math.ceil(passes / 8) + SETUP_READS + 4, reads.names
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_sync_every_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="sync_every must be a positive integer"):
+        _solve(OU, bad)
