@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from tqdm.auto import tqdm
 
 from adaptive_sde.diffusion import (
     VESDE,
@@ -29,7 +30,12 @@ from adaptive_sde.diffusion import (
     SubVPSDE,
     component_spread,
 )
-from adaptive_sde.distributed import plan_shards, rank_and_size, sample_distributed
+from adaptive_sde.distributed import (
+    assigned_shards,
+    plan_shards,
+    rank_and_size,
+    sample_distributed,
+)
 
 SDES: dict[str, type[ForwardSDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
 
@@ -82,6 +88,8 @@ def _sample(args: argparse.Namespace, device: torch.device) -> None:
     sde = SDES[args.sde]()
     if world > 1:
         dist.barrier()
+    mine = assigned_shards(plan_shards(args.samples, args.shard_size), rank, world)
+    bar = tqdm(total=len(mine), desc=f"rank {rank} shards", unit="shard", disable=rank != 0)
     start = time.perf_counter()
     result = sample_distributed(
         mixture.score_fn(sde),
@@ -94,8 +102,10 @@ def _sample(args: argparse.Namespace, device: torch.device) -> None:
         device=device,
         rtol=args.rtol,
         atol=args.atol,
+        on_shard=lambda shard, computed: bar.update(),
     )
     seconds = time.perf_counter() - start
+    bar.close()
     # Samples per second counts what this run computed, not the shards it found finished.
     sizes = {shard.index: shard.size for shard in plan_shards(args.samples, args.shard_size)}
     fresh = torch.tensor([float(sum(sizes[i] for i in result.computed))], dtype=torch.float64)
