@@ -144,7 +144,6 @@ class BrownianRegister:
         # A host-side bound on the stack depth: each query pushes at most one slot, so the stack
         # grows only when this bound says it might, and the depth is read back only then.
         self._depth_bound = 0
-        self._headroom = 1
 
     # -- the BrownianSource interface -------------------------------------------------------
 
@@ -196,7 +195,6 @@ class BrownianRegister:
     def reserve(self, queries: int, probed: int | None) -> None:
         """Make room for ``queries`` more increments. ``probed`` (the deepest stack, read by the
         loop) makes the host-side bound exact, so no read of our own is needed."""
-        self._headroom = max(self._headroom, queries)
         if probed is not None:
             self._depth_bound = probed
         elif self._depth_bound + queries >= self._ends.shape[1]:
@@ -243,7 +241,7 @@ class BrownianRegister:
         self._depth_bound += 1
         if self._depth_bound < self._ends.shape[1]:
             return
-        self.reserve(self._headroom, None)
+        self.reserve(1, None)
 
     def _grow(self, capacity: int) -> None:
         grow = capacity - self._ends.shape[1]

@@ -88,7 +88,8 @@ def _sample(args: argparse.Namespace, device: torch.device) -> None:
     sde = SDES[args.sde]()
     if world > 1:
         dist.barrier()
-    mine = assigned_shards(plan_shards(args.samples, args.shard_size), rank, world)
+    shards = plan_shards(args.samples, args.shard_size)
+    mine = assigned_shards(shards, rank, world)
     bar = tqdm(total=len(mine), desc=f"rank {rank} shards", unit="shard", disable=rank != 0)
     start = time.perf_counter()
     result = sample_distributed(
@@ -107,7 +108,7 @@ def _sample(args: argparse.Namespace, device: torch.device) -> None:
     seconds = time.perf_counter() - start
     bar.close()
     # Samples per second counts what this run computed, not the shards it found finished.
-    sizes = {shard.index: shard.size for shard in plan_shards(args.samples, args.shard_size)}
+    sizes = {shard.index: shard.size for shard in shards}
     fresh = torch.tensor([float(sum(sizes[i] for i in result.computed))], dtype=torch.float64)
     if world > 1:
         fresh = fresh.to(device if device.type == "cuda" else "cpu")

@@ -141,11 +141,13 @@ def _gather(
 ) -> dict[int, ShardRecord]:
     if world == 1:
         return mine
-    if store is not None:  # rank 0 reads the files; nothing large crosses the group
+    if store is not None:  # rank 0 reads the others' files; nothing large crosses the group
         if rank != 0:
             return {}
-        loaded = {}
+        loaded = dict(mine)
         for shard in shards:
+            if shard.index in loaded:
+                continue
             record = store.load(shard)
             if record is None:
                 raise RuntimeError(f"shard {shard.index} is missing from {store.directory}")
