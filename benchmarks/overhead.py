@@ -7,25 +7,10 @@ Run: ``python benchmarks/overhead.py [--quick]``.
 
 from __future__ import annotations
 
-import argparse
-
 import _common  # noqa: F401  (sys.path)
-from _common import save
+from _common import run_packaged
 
 from adaptive_sde._bench import overhead
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=overhead.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    result = overhead.run(quick=args.quick)
-    for caption, table in overhead.tables(result):
-        print(f"\n{caption}\n{table}")
-    print(f"\nwritten to {save('overhead', result)}")
-
-
 if __name__ == "__main__":
-    main()
+    run_packaged(overhead, "overhead")

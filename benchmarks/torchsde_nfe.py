@@ -10,23 +10,14 @@ from __future__ import annotations
 import argparse
 
 import _common  # noqa: F401  (sys.path)
-from _common import save
+from _common import run_packaged
 
 from adaptive_sde._bench import analytic
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=analytic.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def _paths(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--paths", type=int, default=None, help="default 200 (100 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="fewer problems and sweep points")
-    args = parser.parse_args()
-    result = analytic.run(quick=args.quick, paths=args.paths)
-    for caption, table in analytic.tables(result):
-        print(f"\n{caption}\n{table}")
-    print(f"\nwritten to {save('torchsde_nfe', result)}")
 
 
 if __name__ == "__main__":
-    main()
+    run_packaged(analytic, "torchsde_nfe", "fewer problems and sweep points", _paths)
