@@ -15,8 +15,9 @@ from adaptive_sde._solution import Result
 from adaptive_sde.diffusion._forward import ForwardSDE
 from adaptive_sde.diffusion._reverse import ScoreFn
 from adaptive_sde.diffusion._sample import sample
-from adaptive_sde.distributed._run import OnShard, ShardedResult, run_shards
-from adaptive_sde.distributed._shards import Shard, ShardRecord
+from adaptive_sde.distributed._fingerprint import Fingerprint, check_fingerprint, digest
+from adaptive_sde.distributed._run import OnShard, ShardedResult, rank_and_size, run_shards
+from adaptive_sde.distributed._shards import Shard, ShardRecord, check_count, check_out
 
 
 def solve_ensemble(
@@ -32,6 +33,7 @@ def solve_ensemble(
     gather: bool = True,
     device: torch.device | str | None = None,
     on_shard: OnShard | None = None,
+    fingerprint: Fingerprint | None = None,
     **solve_options: Any,
 ) -> ShardedResult:
     """Solve ``n_samples`` paths of ``sde`` with :func:`adaptive_sde.solve`, shard by shard,
@@ -49,6 +51,13 @@ def solve_ensemble(
     - ``shard_size``, ``out``, ``group``, ``gather``, ``on_shard``: see
       :func:`~adaptive_sde.distributed.run_shards`.
     - ``device``: where this process solves (e.g. ``cuda:<local rank>``); default ``y0``'s.
+    - ``fingerprint``: a ``str``, ``bytes`` or ``int`` for what determines the result but cannot
+      be hashed (see below), e.g. the values a closure in ``sde`` captures, or a data version.
+
+    **Resuming.** With ``out``, the shard files record a digest of ``y0``'s values, ``ts``, the
+    SDE (class, code of its methods, parameters, buffers and attributes), the options, the
+    seed, the sizes and ``fingerprint``. A rerun that differs in any of them is refused with an
+    error naming what differs, never joined to the old shards.
 
     **Returns:** a :class:`~adaptive_sde.distributed.ShardedResult` whose ``outputs`` (rank 0)
     hold ``ys`` of shape (len(ts), n_samples, d), and per sample ``result`` (the result codes),
@@ -61,8 +70,10 @@ def solve_ensemble(
             "solve_ensemble draws each sample's noise from (seed, sample id): bm and sample_ids "
             "cannot be given"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, the same on every process, got {seed!r}")
+    _check_job(n_samples, shard_size, seed, out, gather, on_shard, fingerprint)
+    for name, tensor in (("y0", y0), ("ts", ts)):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
     if y0.dim() not in (1, 2) or (y0.dim() == 2 and y0.shape[0] != n_samples):
         raise ValueError(
             f"y0 must have shape (d,) or (n_samples, d) = ({n_samples}, d), got {tuple(y0.shape)}"
@@ -101,18 +112,35 @@ def solve_ensemble(
             },
         )
 
-    config = {
-        "job": "solve_ensemble",
-        "sde": type(sde).__name__,
-        "n_samples": n_samples,
-        "shard_size": shard_size,
-        "seed": seed,
-        "ts": ts.tolist(),
-        "y0_shape": list(y0.shape),
-        **_plain_options(solve_options),
-    }
+    config: dict[str, Any] = {"job": "solve_ensemble"}
+    if _needs_fingerprint(out, group):
+        config.update(
+            {
+                "n_samples": n_samples,
+                "shard_size": shard_size,
+                "seed": seed,
+                "sde_class": type(sde).__qualname__,
+                "sde": digest(sde),
+                "y0_shape": list(y0.shape),
+                "y0_dtype": str(y0.dtype),
+                "y0": digest(y0),
+                "ts": digest(ts),
+                "options": _options(solve_options),
+                "fingerprint": None if fingerprint is None else digest(fingerprint),
+            }
+        )
+    per_path = (len(ts), y0.shape[-1]) if ts.dim() == 1 else None
+    outputs = {"ys": per_path, "result": (), "nfe": (), "num_steps": ()}
     result = run_shards(
-        work, n_samples, shard_size, config, out=out, group=group, gather=gather, on_shard=on_shard
+        work,
+        n_samples,
+        shard_size,
+        config,
+        out=out,
+        group=group,
+        gather=gather,
+        on_shard=on_shard,
+        outputs=outputs,
     )
     if result.outputs is not None:
         result.outputs["ys"] = result.outputs["ys"].transpose(0, 1)
@@ -133,6 +161,7 @@ def sample_distributed(
     gather: bool = True,
     device: torch.device | str | None = None,
     on_shard: OnShard | None = None,
+    fingerprint: Fingerprint | None = None,
     **sample_options: Any,
 ) -> ShardedResult:
     """Draw ``n_samples`` samples with :func:`adaptive_sde.diffusion.sample`, shard by shard,
@@ -146,7 +175,16 @@ def sample_distributed(
     ``device`` are set per shard); ``sample_shape`` (the shape of one sample); ``seed`` (an
     ``int``, the same on every process); ``shard_size``, ``out``, ``group``, ``gather``,
     ``on_shard`` as for :func:`~adaptive_sde.distributed.run_shards`; ``device`` where this
-    process samples.
+    process samples; ``fingerprint`` (a ``str``, ``bytes`` or ``int``) for what determines the
+    samples but cannot be hashed, such as the values a closure ``score_fn`` captures when they
+    are not tensors, modules or plain values, or a checkpoint's name.
+
+    **Resuming.** With ``out``, the shard files record a digest of ``score_fn`` (a function's
+    qualified name, code, defaults, captured values and the module-level values it reads; a
+    module's class, parameters and buffers), of the forward SDE (its class and attributes:
+    ``beta_min``, ``beta_max``, ``sigma_min``, ...), the options, shape, seed, sizes and
+    ``fingerprint``. A rerun that differs in any of them is refused with an error naming what
+    differs, never joined to the old shards.
 
     **Returns:** a :class:`~adaptive_sde.distributed.ShardedResult` whose ``outputs`` (rank 0)
     hold ``x`` (n_samples, *sample_shape) and ``score_evals`` per sample; ``stats`` sums
@@ -156,9 +194,8 @@ def sample_distributed(
     for name in ("generator", "sample_ids", "x_T", "device"):
         if name in sample_options:
             raise ValueError(f"sample_distributed sets {name} per shard: it cannot be given")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, the same on every process, got {seed!r}")
-    shape = tuple(int(s) for s in sample_shape)
+    _check_job(n_samples, shard_size, seed, out, gather, on_shard, fingerprint)
+    shape = _check_shape(sample_shape)
 
     def work(shard: Shard) -> ShardRecord:
         x, stats = sample(
@@ -182,28 +219,91 @@ def sample_distributed(
             },
         )
 
-    config = {
-        "job": "sample_distributed",
-        "sde": type(sde).__name__,
-        "sample_shape": list(shape),
-        "n_samples": n_samples,
-        "shard_size": shard_size,
-        "seed": seed,
-        **_plain_options(sample_options),
-    }
+    config: dict[str, Any] = {"job": "sample_distributed"}
+    if _needs_fingerprint(out, group):
+        config.update(
+            {
+                "sample_shape": list(shape),
+                "n_samples": n_samples,
+                "shard_size": shard_size,
+                "seed": seed,
+                "sde_class": type(sde).__qualname__,
+                "sde": digest(sde),
+                "score_fn": digest(score_fn),
+                "options": _options(sample_options),
+                "fingerprint": None if fingerprint is None else digest(fingerprint),
+            }
+        )
     return run_shards(
-        work, n_samples, shard_size, config, out=out, group=group, gather=gather, on_shard=on_shard
+        work,
+        n_samples,
+        shard_size,
+        config,
+        out=out,
+        group=group,
+        gather=gather,
+        on_shard=on_shard,
+        outputs={"x": shape, "score_evals": ()},
     )
 
 
-def _plain_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The options a store can compare: numbers, strings, dtypes; callables are left out."""
+def _check_job(
+    n_samples: object,
+    shard_size: object,
+    seed: object,
+    out: object,
+    gather: object,
+    on_shard: object,
+    fingerprint: object,
+) -> None:
+    """The arguments both jobs share, checked before any work or hashing."""
+    check_count("n_samples", n_samples)
+    check_count("shard_size", shard_size)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, the same on every process, got {seed!r:.80}")
+    if out is not None:
+        check_out(out)
+    if not isinstance(gather, bool):
+        raise TypeError(f"gather must be True or False, got {gather!r:.80}")
+    if on_shard is not None and not callable(on_shard):
+        raise TypeError(
+            f"on_shard must be a function (shard, computed) or None, got {on_shard!r:.80}"
+        )
+    check_fingerprint(fingerprint)
+
+
+def _check_shape(sample_shape: object) -> tuple[int, ...]:
+    """``sample_shape`` as a tuple of positive ints."""
+    if isinstance(sample_shape, (str, bytes)) or not isinstance(sample_shape, Sequence):
+        raise TypeError(f"sample_shape must be a sequence of ints, got {sample_shape!r:.80}")
+    for size in sample_shape:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(
+                f"sample_shape must hold positive ints (the shape of one sample), got "
+                f"{sample_shape!r:.80}"
+            )
+    return tuple(sample_shape)
+
+
+def _needs_fingerprint(out: object, group: dist.ProcessGroup | None) -> bool:
+    """Hash the problem where it matters: for a store, and for the ranks to check that they
+    were all given the same problem."""
+    return out is not None or rank_and_size(group)[1] > 1
+
+
+def _options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options as a store compares them: numbers, strings and dtypes as they are, anything
+    else (tensors, callables) by digest; ``progress`` is left out: it does not change results."""
     plain: dict[str, Any] = {}
-    for name, value in options.items():
+    for name, value in sorted(options.items()):
+        if name == "progress":
+            continue
         if isinstance(value, (bool, int, float, str)) or value is None:
             plain[name] = value
         elif isinstance(value, torch.dtype):
             plain[name] = str(value)
+        else:
+            plain[name] = digest(value)
     return plain
 
 

@@ -14,16 +14,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from adaptive_sde.distributed._shards import (
     Config,
+    OutputShapes,
     Shard,
     ShardRecord,
     ShardStore,
+    _plain,
     assigned_shards,
+    differences,
     plan_shards,
 )
 
@@ -66,6 +70,7 @@ def run_shards(
     group: dist.ProcessGroup | None = None,
     gather: bool = True,
     on_shard: OnShard | None = None,
+    outputs: OutputShapes | None = None,
 ) -> ShardedResult:
     """Compute the shards of a run of ``n_samples`` on this process's share of them.
 
@@ -73,20 +78,38 @@ def run_shards(
 
     - ``work(shard)``: computes a shard, returning a :class:`ShardRecord` whose outputs have the
       shard's samples as first dimension and whose stats are numbers to be summed.
-    - ``config``: the run's settings (JSON values); a store written under others is refused.
+    - ``config``: the run's settings (JSON values; digests of its data, see
+      :func:`~adaptive_sde.distributed.digest`). Every process must pass the same, and a store
+      written under other settings is refused, with an error that names what differs.
     - ``out``: a directory for shard files and the manifest (resumable); ``None`` keeps
       everything in memory.
     - ``group``: the torch.distributed group (default: the default group, if initialised).
     - ``gather``: concatenate every shard's outputs on rank 0.
     - ``on_shard(shard, computed)``: called after each of this process's shards.
+    - ``outputs``: optional, the names of ``work``'s outputs with the shape of one sample's
+      output (``None``: any shape); a shard file with others is taken for damaged.
+
+    A run first reads what the store holds (rank 0 removes the temporary files of killed
+    runs and checks the manifest; each rank loads its shards; damaged files are reported with
+    a :class:`~adaptive_sde.distributed.DamagedFileWarning` and computed again), then the ranks
+    agree (one error for all of them, rather than some ranks waiting on the others for ever),
+    then each computes its missing shards.
     """
     rank, world = rank_and_size(group)
     shards = plan_shards(n_samples, shard_size)
-    store = ShardStore(out, config) if out is not None else None
+    mine = assigned_shards(shards, rank, world)
+    store = ShardStore(out, config, outputs) if out is not None else None
+    found, error = _scan(store, mine, rank, world)
+    settings = store.config if store is not None else _comparable(config)
+    missing = _agree(error, settings, len(mine) - len(found), group, rank, world)
+    if store is not None and rank == 0 and missing:
+        store.remove_manifest()  # it lists shards that are about to change
+
     result = ShardedResult(outputs=None, stats={})
-    mine: dict[int, ShardRecord] = {}
-    for shard in assigned_shards(shards, rank, world):
-        record = store.load(shard) if store is not None else None
+    records: dict[int, ShardRecord] = {}
+    for shard in mine:
+        record = found.get(shard.index)
+        computed = record is None
         if record is None:
             start = time.perf_counter()
             record = work(shard)
@@ -96,20 +119,90 @@ def run_shards(
             result.computed.append(shard.index)
         else:
             result.reused.append(shard.index)
-        mine[shard.index] = record
+        records[shard.index] = record
         if on_shard is not None:
-            on_shard(shard, shard.index in result.computed)
+            on_shard(shard, computed)
 
-    result.stats = _sum_stats([r.stats for r in mine.values()], group, world)
+    result.stats = _sum_stats([r.stats for r in records.values()], group, world)
     if store is not None and world > 1:
         dist.barrier(group)  # every shard file is in place before rank 0 reads them
     if rank == 0 and store is not None:
         result.manifest = store.write_manifest(shards, result.stats)
     if gather:
-        records = _gather(mine, shards, store, group, rank, world)
+        everything = _gather(records, shards, store, group, rank, world)
         if rank == 0:
-            result.outputs = _concatenate([records[s.index] for s in shards])
+            result.outputs = _concatenate([everything[s.index] for s in shards])
     return result
+
+
+def _scan(
+    store: ShardStore | None, mine: list[Shard], rank: int, world: int
+) -> tuple[dict[int, ShardRecord], BaseException | None]:
+    """What the store already holds of this rank's shards, after rank 0 has removed stale
+    temporary files and checked the manifest. With other processes, an error is returned
+    rather than raised, so that every rank learns of it (see :func:`_agree`)."""
+    found: dict[int, ShardRecord] = {}
+    if store is None:
+        return found, None
+    try:
+        if rank == 0:
+            store.remove_temporary()
+            store.check_manifest()
+        for shard in mine:
+            record = store.load(shard)
+            if record is not None:
+                found[shard.index] = record
+    except Exception as error:
+        if world == 1:
+            raise
+        return {}, error
+    return found, None
+
+
+def _comparable(config: Config) -> dict[str, Any]:
+    """``config`` as the ranks compare it: JSON values, or nothing where it holds others."""
+    try:
+        return _plain(config)
+    except TypeError:
+        return {}
+
+
+def _agree(
+    error: BaseException | None,
+    config: Config,
+    missing: int,
+    group: dist.ProcessGroup | None,
+    rank: int,
+    world: int,
+) -> int:
+    """Raise on every rank if any rank found an error, or if the ranks were given different
+    settings; otherwise the number of shards still to compute, over all ranks. The collective
+    also orders rank 0's removal of stale temporary files before anyone writes."""
+    if world == 1:
+        return missing
+    views: list[tuple[str | None, str, dict[str, Any], int] | None] = [None] * world
+    mine = (None if error is None else type(error).__name__, str(error), dict(config), missing)
+    dist.all_gather_object(views, mine, group)
+    if error is not None:
+        raise error
+    for other, view in enumerate(views):
+        assert view is not None
+        kind, message, _, _ = view
+        if kind is not None:
+            raise (ValueError if kind == "ValueError" else RuntimeError)(
+                f"rank {other} of the group stopped the run: {kind}: {message}"
+            )
+    reference = views[0][2] if views[0] is not None else {}
+    for other, view in enumerate(views):
+        assert view is not None
+        if view[2] != reference:
+            found = "; ".join(differences(reference, view[2], "on rank 0", f"on rank {other}"))
+            raise ValueError(
+                f"the processes of the group were given different problems: {found}. Every "
+                "rank must pass the same arguments and data (only device may differ), or its "
+                "shards would not belong to one result"
+            )
+    return sum(view[3] for view in views if view is not None)
 
 
 def _sum_stats(
