@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from adaptive_sde.diffusion._forward import DiscreteVPSDE, ForwardSDE
-from adaptive_sde.diffusion._reverse import ScoreFn
+from adaptive_sde.diffusion._reverse import ScoreFn, check_output
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -35,54 +35,112 @@ def _b(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
 
 
+class ModelAdapter:
+    """A model in one convention as both functions a sampler may want: calling it gives the
+    score s(x, t); :meth:`data_prediction` gives D(x, t) = E[x_0 | x_t = x]. The
+    signal-to-noise-time sampler steps on D, and takes it straight from an x0, epsilon, v or
+    denoiser model instead of a round trip through the score, which at small sigma divides by
+    sigma^2 and loses precision."""
+
+    def __init__(self, score: ScoreFn, data_prediction: ScoreFn) -> None:
+        self._score, self._data = score, data_prediction
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self._score(x, t)
+
+    def data_prediction(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self._data(x, t)
+
+
+def data_prediction_of(score_fn: ScoreFn, sde: ForwardSDE) -> ScoreFn:
+    """D(x, t) of a score function: its own ``data_prediction`` if it has one (the adapters
+    below, :meth:`GaussianMixture.score_fn`), otherwise Tweedie's formula
+    D = (x + sigma^2 s) / alpha (Efron 2011)."""
+    own = getattr(score_fn, "data_prediction", None)
+    if callable(own):
+        return own
+
+    def data(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alpha, sigma = _b(sde.alpha(t), x), _b(sde.sigma(t), x)
+        score = check_output(score_fn(x, t), x, t, "the score function")
+        return (x + sigma**2 * score) / alpha
+
+    return data
+
+
+def _score_of_data(data: ScoreFn, sde: ForwardSDE) -> ScoreFn:
+    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alpha, sigma = _b(sde.alpha(t), x), _b(sde.sigma(t), x)
+        return (alpha * data(x, t) - x) / sigma**2
+
+    return score
+
+
 def score_from_score(model: Model) -> ScoreFn:
     """A model that already returns the score."""
     return model
 
 
-def score_from_noise(model: Model, sde: ForwardSDE) -> ScoreFn:
-    """A noise-prediction (epsilon) model."""
+def _checked(model: Model) -> Model:
+    """``model`` with its output checked for x's shape: the adapters' arithmetic would
+    otherwise broadcast a wrong shape silently."""
+
+    def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return check_output(model(x, t), x, t, "the model")
+
+    return call
+
+
+def score_from_noise(model: Model, sde: ForwardSDE) -> ModelAdapter:
+    """A noise-prediction (epsilon) model: s = -eps / sigma, D = (x - sigma eps) / alpha."""
+    model = _checked(model)
 
     def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return -model(x, t) / _b(sde.sigma(t), x)
 
-    return score
-
-
-def score_from_data(model: Model, sde: ForwardSDE) -> ScoreFn:
-    """A data-prediction (x0) model."""
-
-    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def data(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         alpha, sigma = _b(sde.alpha(t), x), _b(sde.sigma(t), x)
-        return (alpha * model(x, t) - x) / sigma**2
+        return (x - sigma * model(x, t)) / alpha
 
-    return score
+    return ModelAdapter(score, data)
 
 
-def score_from_velocity(model: Model, sde: ForwardSDE) -> ScoreFn:
-    """A v-prediction model, v = alpha eps - sigma x0."""
+def score_from_data(model: Model, sde: ForwardSDE) -> ModelAdapter:
+    """A data-prediction (x0) model: D is the model itself."""
+    model = _checked(model)
+    return ModelAdapter(_score_of_data(model, sde), model)
+
+
+def score_from_velocity(model: Model, sde: ForwardSDE) -> ModelAdapter:
+    """A v-prediction model, v = alpha eps - sigma x0: x0 = (alpha x - sigma v) / (alpha^2 +
+    sigma^2)."""
+    model = _checked(model)
+
+    def data(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        alpha, sigma = _b(sde.alpha(t), x), _b(sde.sigma(t), x)
+        return (alpha * x - sigma * model(x, t)) / (alpha**2 + sigma**2)
 
     def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         alpha, sigma = _b(sde.alpha(t), x), _b(sde.sigma(t), x)
         eps = (sigma * x + alpha * model(x, t)) / (alpha**2 + sigma**2)
         return -eps / sigma
 
-    return score
+    return ModelAdapter(score, data)
 
 
-def score_from_denoiser(denoiser: Model, sde: ForwardSDE) -> ScoreFn:
+def score_from_denoiser(denoiser: Model, sde: ForwardSDE) -> ModelAdapter:
     """A denoiser D(x, noise_level) in the variance-exploding coordinates of EDM / k-diffusion;
     ``noise_level`` is passed as a tensor of shape (B,)."""
+    denoiser = _checked(denoiser)
 
-    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def data(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         alpha, sigma = sde.alpha(t), sde.sigma(t)
-        d = denoiser(x / _b(alpha, x), (sigma / alpha).to(x.dtype))
-        return (_b(alpha, x) * d - x) / _b(sigma, x) ** 2
+        return denoiser(x / _b(alpha, x), (sigma / alpha).to(x.dtype))
 
-    return score
+    return ModelAdapter(_score_of_data(data, sde), data)
 
 
-_CONVERTERS: dict[str, Callable[[Model, ForwardSDE], ScoreFn]] = {
+_CONVERTERS: dict[str, Callable[[Model, ForwardSDE], ModelAdapter]] = {
     "epsilon": score_from_noise,
     "sample": score_from_data,
     "v_prediction": score_from_velocity,
@@ -117,7 +175,7 @@ def ddpm_schedule(config: Mapping[str, Any]) -> torch.Tensor:
 
 def score_from_diffusers(
     unet: Any, scheduler: Any, sde: DiscreteVPSDE | None = None
-) -> tuple[ScoreFn, DiscreteVPSDE]:
+) -> tuple[ModelAdapter, DiscreteVPSDE]:
     """A diffusers UNet (``UNet2DModel`` or any module called as ``unet(x, timestep).sample``)
     and its scheduler (or the scheduler's config) as ``(score_fn, sde)``: the VP SDE of the
     scheduler's own alpha-bar schedule, and the score under it. ``prediction_type`` of the config

@@ -38,6 +38,23 @@ class ForwardSDE(ABC):
     def prior_std(self) -> float:
         return float(self.sigma(torch.tensor(self.T, dtype=torch.float64)))
 
+    def half_log_snr(self, t: torch.Tensor) -> torch.Tensor:
+        """lambda(t) = log(alpha / sigma), half the log signal-to-noise ratio; decreasing in t.
+        The clock of the signal-to-noise-time sampler (Lu et al. 2022, DPM-Solver)."""
+        return torch.log(self.alpha(t)) - torch.log(self.sigma(t))
+
+    def time_at(self, lam: torch.Tensor) -> torch.Tensor:
+        """The time t with ``half_log_snr(t) = lam``, the inverse of :meth:`half_log_snr`.
+        Here by bisection in float64 (subclasses with a closed form override it)."""
+        lam = lam.double()
+        lo = torch.full_like(lam, 1e-12 * self.T)
+        hi = torch.full_like(lam, float(self.T))
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            above = self.half_log_snr(mid) > lam  # still too clean: the answer is later
+            lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+        return 0.5 * (lo + hi)
+
     def check_eps(self, eps: float) -> float:
         if not (isinstance(eps, (int, float)) and 0 < eps < self.T):
             raise ValueError(f"eps must be a number in (0, T) = (0, {self.T}), got {eps!r}")
@@ -61,6 +78,20 @@ class VPSDE(ForwardSDE):
     def _beta_integral(self, t: torch.Tensor) -> torch.Tensor:
         return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
 
+    def _time_of_beta_integral(self, b: torch.Tensor) -> torch.Tensor:
+        """The root t >= 0 of beta_min t + (beta_max - beta_min) t^2 / 2 = b, written without
+        cancellation."""
+        slope = self.beta_max - self.beta_min
+        return 2 * b / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * slope * b))
+
+    def half_log_snr(self, t: torch.Tensor) -> torch.Tensor:
+        # alpha^2 / sigma^2 = 1 / expm1(int beta)
+        return -0.5 * torch.log(torch.expm1(self._beta_integral(t)))
+
+    def time_at(self, lam: torch.Tensor) -> torch.Tensor:
+        lam = lam.double()
+        return self._time_of_beta_integral(torch.nn.functional.softplus(-2 * lam))
+
     def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return -0.5 * _expand(self.beta(t), x) * x
 
@@ -83,6 +114,15 @@ class SubVPSDE(VPSDE):
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         return -torch.expm1(-self._beta_integral(t))
+
+    def half_log_snr(self, t: torch.Tensor) -> torch.Tensor:
+        b = self._beta_integral(t)
+        return -0.5 * b - torch.log(-torch.expm1(-b))
+
+    def time_at(self, lam: torch.Tensor) -> torch.Tensor:
+        # e^lam = r / (1 - r^2) with r = alpha = exp(-b / 2): 1/r = (e^-lam + sqrt(e^-2lam + 4)) / 2
+        inv = torch.exp(-lam.double())
+        return self._time_of_beta_integral(2 * torch.log(0.5 * (inv + torch.sqrt(inv**2 + 4))))
 
 
 class VESDE(ForwardSDE):
@@ -113,6 +153,13 @@ class VESDE(ForwardSDE):
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         ratio = math.log(self.sigma_max / self.sigma_min)
         return self.sigma_min * torch.sqrt(torch.expm1(2 * ratio * t))
+
+    def half_log_snr(self, t: torch.Tensor) -> torch.Tensor:
+        return -torch.log(self.sigma(t))
+
+    def time_at(self, lam: torch.Tensor) -> torch.Tensor:
+        ratio = math.log(self.sigma_max / self.sigma_min)
+        return torch.log1p(torch.exp(-2 * lam.double()) / self.sigma_min**2) / (2 * ratio)
 
 
 class DiscreteVPSDE(ForwardSDE):
@@ -158,6 +205,19 @@ class DiscreteVPSDE(ForwardSDE):
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         return torch.sqrt(-torch.expm1(self._interp(t)[0]))
+
+    def half_log_snr(self, t: torch.Tensor) -> torch.Tensor:
+        log_abar = self._interp(t)[0]
+        return 0.5 * (log_abar - torch.log(-torch.expm1(log_abar)))
+
+    def time_at(self, lam: torch.Tensor) -> torch.Tensor:
+        # alpha-bar = sigmoid(2 lam); log alpha-bar is linear in t between the knots k / N.
+        target = -torch.nn.functional.softplus(-2 * lam.double())
+        table = self._log_abar.to(lam.device)
+        k = torch.searchsorted(-table, -target).clamp(1, self.N) - 1
+        lo, hi = table[k], table[k + 1]
+        frac = ((target - lo) / (hi - lo)).clamp(0, 1)
+        return (k + frac) * self.T / self.N
 
     def timestep(self, t: torch.Tensor) -> torch.Tensor:
         """The model's (fractional) timestep index for continuous t: k = t N / T - 1."""

@@ -10,11 +10,11 @@ sampling command: a sampler's output can be compared with exact samples and exac
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from adaptive_sde.diffusion._adapters import ModelAdapter
 from adaptive_sde.diffusion._forward import ForwardSDE
 
 
@@ -108,9 +108,23 @@ class GaussianMixture:
         score = alpha * (weight @ self.means) - weight.sum(1, keepdim=True) * flat
         return score.reshape(x.shape).to(x.dtype)
 
-    def score_fn(self, sde: ForwardSDE) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """``score(x, t)`` for :func:`~adaptive_sde.diffusion.sample`."""
-        return lambda x, t: self.score(x, t, sde)
+    def data_prediction(self, x: torch.Tensor, t: torch.Tensor, sde: ForwardSDE) -> torch.Tensor:
+        """The exact posterior mean E[x_0 | x_t = x] (one time per row), in x's dtype: per
+        component mu_k + alpha s_k^2 / v_k (x - alpha mu_k), weighted by the responsibilities."""
+        alpha, _ = self._marginal(sde, t)
+        flat = x.to(self.means.dtype).reshape(x.shape[0], -1)
+        logp, var = self.log_resp(flat, sde, t)
+        resp = torch.softmax(logp, dim=1)  # (B, K)
+        gain = resp * alpha * self.stds**2 / var  # (B, K)
+        x0 = resp @ self.means + gain.sum(1, keepdim=True) * flat - alpha * (gain @ self.means)
+        return x0.reshape(x.shape).to(x.dtype)
+
+    def score_fn(self, sde: ForwardSDE) -> ModelAdapter:
+        """``score(x, t)`` for :func:`~adaptive_sde.diffusion.sample`, with the exact
+        ``data_prediction`` beside it."""
+        return ModelAdapter(
+            lambda x, t: self.score(x, t, sde), lambda x, t: self.data_prediction(x, t, sde)
+        )
 
     def assign(self, x: torch.Tensor) -> torch.Tensor:
         """The most likely component of each sample."""

@@ -26,6 +26,18 @@ from adaptive_sde.diffusion._forward import ForwardSDE
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def check_output(out: object, x: torch.Tensor, t: torch.Tensor, what: str) -> torch.Tensor:
+    """``out`` if it is a tensor of x's shape; otherwise a ValueError naming ``what`` returned
+    it and the time of the call."""
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"{what} must return the shape of x, {tuple(x.shape)}, got {got} "
+            f"at t={float(t.max()):.6g}"
+        )
+    return out
+
+
 class ScoreCounter:
     """Calls a score function with a shape check, and counts the calls and the rows they
     evaluate. Non-finite scores are left to the solver: at a trial point of a step they only
@@ -38,9 +50,14 @@ class ScoreCounter:
     models embed it themselves."""
 
     def __init__(
-        self, score_fn: ScoreFn, shape: tuple[int, ...], model_dtype: torch.dtype | None = None
+        self,
+        score_fn: ScoreFn,
+        shape: tuple[int, ...],
+        model_dtype: torch.dtype | None = None,
+        what: str = "the score function",
     ) -> None:
         self.score_fn, self.shape, self.model_dtype = score_fn, shape, model_dtype
+        self.what = what
         self.calls = 0
         self.rows = 0
 
@@ -48,15 +65,10 @@ class ScoreCounter:
         """``x`` flattened (n, D), ``t`` (n,); returns the score flattened (n, D)."""
         n = x.shape[0]
         model_x = x if self.model_dtype is None else x.to(self.model_dtype)
-        out = self.score_fn(model_x.reshape(n, *self.shape), t)
+        shaped = model_x.reshape(n, *self.shape)
+        out = check_output(self.score_fn(shaped, t), shaped, t, self.what)
         self.calls += 1
         self.rows += n
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (n, *self.shape):
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(
-                f"the score function must return the shape of x, {(n, *self.shape)}, got {got} "
-                f"at t={float(t.max()):.6g}"
-            )
         return out.reshape(n, -1).to(x.dtype)
 
 

@@ -21,10 +21,13 @@ from scipy.integrate import solve_ivp
 
 from adaptive_sde import _random
 from adaptive_sde._brownian import BrownianRegister, resolve_seed
+from adaptive_sde._controller import StepController
 from adaptive_sde._integrate import solve
-from adaptive_sde._solution import Result, SolveError, SolveStats, failure_message
+from adaptive_sde._solution import Result, Solution, SolveError, SolveStats, failure_message
+from adaptive_sde.diffusion._adapters import data_prediction_of
 from adaptive_sde.diffusion._forward import ForwardSDE
 from adaptive_sde.diffusion._reverse import ReverseSDE, ScoreCounter, ScoreFn
+from adaptive_sde.diffusion._snr import SNRSampler
 
 _PRIOR_TAG = 0x5052494F52215F5F  # "PRIOR!__"
 _EM_TAG = 0x45554C45524D4152  # "EULERMAR"
@@ -33,6 +36,12 @@ _EM_TAG = 0x45554C45524D4152  # "EULERMAR"
 DEFAULT_ATOL = 0.0078
 DEFAULT_RTOL = 0.02
 DEFAULT_H_INIT = 0.01
+# The signal-to-noise-time sampler: its first step in lambda and its second stage's weights.
+SNR_H_INIT = 0.1
+SNR_WEIGHTS = "gaussian"
+SNR_H_MAX = 1.0
+SNR_EXPONENT = 0.9
+SPACES = ("snr", "x")
 
 
 @dataclass
@@ -94,7 +103,7 @@ def sample(
     rtol: float = DEFAULT_RTOL,
     atol: float = DEFAULT_ATOL,
     eps: float | None = None,
-    h_init: float = DEFAULT_H_INIT,
+    h_init: float | None = None,
     denoise: bool = True,
     generator: int | torch.Generator | None = None,
     sample_ids: torch.Tensor | None = None,
@@ -108,6 +117,7 @@ def sample(
     tolerance: str = "paper",
     sync_every: int | None = None,
     model_dtype: torch.dtype | None = None,
+    space: str = "snr",
 ) -> tuple[torch.Tensor, SampleStats]:
     """Samples a score-based model with the adaptive Gotta-Go-Fast solver.
 
@@ -140,9 +150,36 @@ def sample(
 
     **Returns:** ``(x, stats)``: samples of shape ``shape`` and a :class:`SampleStats`.
     """
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
     batch, dims, eps, seed, ids, x_T = _start(
         sde, shape, eps, generator, sample_ids, dtype, device, x_T
     )
+    if space == "snr":
+        return _sample_snr(
+            score_fn,
+            sde,
+            x_T.reshape(batch, -1).to(dtype),
+            dims,
+            eps,
+            seed,
+            ids,
+            controller=StepController(
+                rtol,
+                atol,
+                tolerance=tolerance,
+                norm=norm,
+                shared=not per_sample,
+                exponent=SNR_EXPONENT,
+                dt_max=SNR_H_MAX,
+            ),
+            h_init=SNR_H_INIT if h_init is None else h_init,
+            denoise=denoise,
+            max_steps=max_steps,
+            progress=progress,
+            model_dtype=model_dtype,
+        )
+    h_init = DEFAULT_H_INIT if h_init is None else h_init
     reverse = ReverseSDE(sde, score_fn, dims, model_dtype=model_dtype)
     y0 = x_T.reshape(batch, -1).to(dtype)
     ts = torch.tensor([0.0, sde.T - eps], dtype=torch.float64, device=y0.device)
@@ -195,6 +232,75 @@ def sample(
         solve=solution.stats,
     )
     return x.reshape(batch, *dims), stats
+
+
+def _sample_snr(
+    score_fn: ScoreFn,
+    sde: ForwardSDE,
+    x_T: torch.Tensor,
+    dims: tuple[int, ...],
+    eps: float,
+    seed: int,
+    ids: torch.Tensor,
+    *,
+    controller: StepController,
+    h_init: float,
+    denoise: bool,
+    max_steps: int,
+    progress: bool,
+    model_dtype: torch.dtype | None,
+) -> tuple[torch.Tensor, SampleStats]:
+    """:func:`sample` in signal-to-noise time (:mod:`adaptive_sde.diffusion._snr`)."""
+    batch = x_T.shape[0]
+    data = ScoreCounter(data_prediction_of(score_fn, sde), dims, model_dtype)
+    register = BrownianRegister(
+        batch,
+        x_T.shape[1],
+        seed=seed,
+        sample_ids=ids,
+        dtype=x_T.dtype,
+        device=x_T.device,
+        time_dtype=torch.float64,
+    )
+    sampler = SNRSampler(
+        data,
+        sde,
+        controller,
+        register,
+        weights=SNR_WEIGHTS,
+        h_init=h_init,
+        max_steps=max_steps,
+        progress=progress,
+    )
+    result = sampler.run(x_T, eps)
+    stats, x = result.stats, result.x
+    evals = stats.nfe.clone()
+    if stats.success and denoise:
+        t = torch.full((batch,), eps, dtype=x.dtype, device=x.device)
+        x = data(x, t)  # the final denoising step: the sample is D at eps
+        evals += 1
+    if stats.success:
+        bad = ~torch.isfinite(x).all(dim=1)
+        stats.result = torch.where(bad, Result.NONFINITE, stats.result)
+    if not stats.success:
+        ts = torch.tensor([sde.T, eps], dtype=torch.float64, device=x.device)
+        solution = Solution(ts=ts, ys=torch.stack([x_T, x]), stats=stats, dt_next=stats.dt_largest)
+        message = failure_message(
+            stats,
+            header="could not be generated",
+            advice={Result.NONFINITE: "the model's prediction was not finite"},
+            hint=None,
+        )
+        raise SolveError(message, solution)
+    sample_stats = SampleStats(
+        score_evals=evals,
+        model_calls=data.calls,
+        rows_evaluated=data.rows,
+        accepted=stats.total_accepted,
+        rejected=stats.total_rejected,
+        solve=stats,
+    )
+    return x.reshape(batch, *dims), sample_stats
 
 
 def sample_euler_maruyama(
