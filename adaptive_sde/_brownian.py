@@ -25,11 +25,13 @@ a function of the seed, its sample id and its own queries, never of the rest of 
 
 from __future__ import annotations
 
+import operator
 from typing import Protocol, runtime_checkable
 
 import torch
 
 from adaptive_sde import _random
+from adaptive_sde._validation import check_seed
 
 _BROWNIAN_TAG = 0x42524F574E49414E  # "BROWNIAN"
 _INITIAL_DEPTH = 8
@@ -301,15 +303,13 @@ class TorchsdeBrownian:
             self._pending.append(end)  # type: ignore[arg-type]
 
 
-def resolve_seed(seed: int | torch.Generator | None) -> int:
-    """An integer seed from an int, a ``torch.Generator`` (one draw from it) or ``None`` (one
-    draw from PyTorch's global generator)."""
-    if isinstance(seed, bool):
-        raise TypeError("seed must be an int, a torch.Generator or None, got a bool")
-    if isinstance(seed, int):
-        return seed
+def resolve_seed(seed: int | torch.Generator | None, *, name: str = "seed") -> int:
+    """An integer seed from an int in [0, 2**64), a ``torch.Generator`` (one draw from it) or
+    ``None`` (one draw from PyTorch's global generator). ``name`` is the argument as the caller
+    knows it (the diffusion sampler's ``generator``), for the error of a bad seed."""
+    check_seed(seed, name=name)
     if seed is None or isinstance(seed, torch.Generator):
         return int(
             torch.randint(0, 2**62, (1,), generator=seed, device=getattr(seed, "device", "cpu"))
         )
-    raise TypeError(f"seed must be an int, a torch.Generator or None, got {type(seed).__name__}")
+    return operator.index(seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -16,10 +17,23 @@ class Result(enum.IntEnum):
     MAX_STEPS_REACHED = 1
     DT_MIN_REACHED = 2
     NONFINITE = 3
+    NO_PROGRESS = 4
+    BATCH_STOPPED = 5
 
     @property
     def advice(self) -> str:
         return _ADVICE[self]
+
+
+# The order failures are listed in: a sample's own failure before the samples it stopped with it
+# on a shared time grid (per_sample=False).
+_ROOT_CAUSE_FIRST = {
+    Result.NONFINITE: 0,
+    Result.NO_PROGRESS: 1,
+    Result.DT_MIN_REACHED: 2,
+    Result.MAX_STEPS_REACHED: 3,
+    Result.BATCH_STOPPED: 4,
+}
 
 
 _ADVICE = {
@@ -31,6 +45,11 @@ _ADVICE = {
     "singularity",
     Result.NONFINITE: "the drift or diffusion produced NaN or infinity that no smaller step "
     "avoided; check the SDE near this time and state",
+    Result.NO_PROGRESS: "the step was too small to move the time: t + h rounds to t in the "
+    "dtype of ts; pass a larger first step (dt0), ts in float64, or times shifted to start near 0",
+    Result.BATCH_STOPPED: "stopped with the shared time grid (per_sample=False) when another "
+    "sample failed (listed first); fix that sample, or pass per_sample=True if rows are "
+    "independent",
 }
 
 
@@ -107,9 +126,10 @@ class Solution:
 
 class SolveError(RuntimeError):
     """A solve ended with failed samples and ``throw=True``. ``solution`` holds what was
-    computed, with the result codes in ``solution.stats.result``."""
+    computed, with the result codes in ``solution.stats.result`` (``None`` from the fixed-step
+    baseline samplers, which have no per-sample results)."""
 
-    def __init__(self, message: str, solution: Solution) -> None:
+    def __init__(self, message: str, solution: Solution | None) -> None:
         super().__init__(message)
         self.solution = solution
 
@@ -122,22 +142,41 @@ def failure_message(
     to_time: Callable[[float], float] = float,
     advice: Mapping[Result, str] | None = None,
     hint: str | None = "Pass throw=False to get the partial solution with per-sample result codes.",
+    span: tuple[float, float] | None = None,
 ) -> str:
     """A message naming the failed samples, where they stopped and what to change.
 
-    ``to_time`` maps the solver's time to the one the caller's users know (the diffusion
-    sampler's forward time, for one); ``advice`` overrides the advice of some result codes."""
-    failed = torch.nonzero(stats.result != Result.SUCCESS).flatten().tolist()
-    lines = [f"{len(failed)} of {stats.result.numel()} samples {header}:"]
+    Samples are listed root cause first: a sample's own failure (non-finite values first) before
+    the samples that a shared time grid stopped with it; each code's advice is given once. ``to_time`` maps the solver's time to
+    the one the caller's users know (the diffusion sampler's forward time, for one); ``advice``
+    overrides the advice of some result codes; ``span`` is the solve's ``(start, end)`` in the
+    solver's time, to say how far each sample got."""
+    codes = stats.result.tolist()
+    failed = [i for i, code in enumerate(codes) if code != Result.SUCCESS]
+    failed.sort(key=lambda i: _ROOT_CAUSE_FIRST.get(Result(codes[i]), len(_ROOT_CAUSE_FIRST)))
+    lines = [f"{len(failed)} of {len(codes)} samples {header}:"]
+    explained: set[Result] = set()
     for i in failed[:shown]:
-        code = Result(int(stats.result[i]))
-        what = (advice or {}).get(code, code.advice)
+        code = Result(codes[i])
+        what = "" if code in explained else f" ({(advice or {}).get(code, code.advice)})"
+        explained.add(code)
+        t = float(stats.t_final[i])
         lines.append(
-            f"  sample {i}: {code.name} at t={to_time(float(stats.t_final[i])):.6g} after "
-            f"{int(stats.num_steps[i])} steps ({what})"
+            f"  sample {i}: {code.name} at t={to_time(t):.6g}{_progress(t, span, to_time)} "
+            f"after {int(stats.num_steps[i])} steps{what}"
         )
     if len(failed) > shown:
         lines.append(f"  ... and {len(failed) - shown} more (see solution.stats.result)")
     if hint:
         lines.append(hint)
     return "\n".join(lines)
+
+
+def _progress(t: float, span: tuple[float, float] | None, to_time: Callable[[float], float]) -> str:
+    """How far a sample got, as `` (42% of the way from 0 to 1)``; empty without a span."""
+    if span is None:
+        return ""
+    start, end = span
+    done = 100.0 * (t - start) / (end - start) if end != start else 100.0
+    done = math.floor(done * 10) / 10  # never rounded up to 100% short of the end
+    return f" ({done:g}% of the way from {to_time(start):.8g} to {to_time(end):.8g})"
