@@ -12,6 +12,13 @@ row that finished inside the block is *frozen*: it takes zero-length steps whose
 discarded, and its statistics do not count them. Every decision stays on the device, so a solve
 makes about ``passes / sync_every`` host reads, not one per step (torchsde's adaptive mode reads
 the error on the host every step).
+
+Two watches ride on the same read. A step whose end rounds to its start (``t + h == t`` in the
+time's dtype) cannot advance: the sample ends at once with ``NO_PROGRESS`` rather than taking
+zero-length steps until ``max_steps``. And for an SDE declared with additive noise, the
+diffusion at a step's second stage and at the next step's start (the same time, another state)
+must agree: a ``g`` that depends on ``y`` would silently get the Stratonovich answer of an Itô
+SDE, so the solve raises instead.
 """
 
 from __future__ import annotations
@@ -25,12 +32,15 @@ from adaptive_sde._brownian import BrownianSource
 from adaptive_sde._controller import StepController
 from adaptive_sde._progress import ProgressMeter
 from adaptive_sde._solution import Result, Solution, SolveStats
-from adaptive_sde._step import GottaGoFastStep, RobertsSigns
+from adaptive_sde._step import GottaGoFastStep, RobertsSigns, StepResult
 
 RUNNING = -1
 # A step that would end within this fraction of itself short of an output time or a pending
 # Brownian breakpoint is stretched to land on it, rather than leaving a sliver of a step.
 _LANDING_SLACK = 0.01
+# Two evaluations of an additive g at one time and two states agree to rounding; a relative
+# difference above this many machine epsilons means that g depends on y.
+_ADDITIVE_TOLERANCE_EPS = 1000
 
 
 @dataclass
@@ -127,6 +137,7 @@ class Integration:
         self.max_steps, self.adaptive, self.per_sample = max_steps, adaptive, per_sample
         self.progress = progress
         self.sync_every = sync_every
+        self._additive = _AdditiveWatch(stepper.sde.is_additive and stepper.sde.has_g, ts.device)
 
     def run(
         self,
@@ -149,7 +160,10 @@ class Integration:
                 running = state.status == RUNNING
                 probe = self.brownian.depth_probe()
                 counts = [running.sum()] + ([] if probe is None else [probe])
+                counts += self._additive.flags()
                 read = torch.stack(counts).tolist()
+                if self._additive.active and read[-1]:
+                    raise ValueError(self._additive.message())
                 n = int(read[0])
                 if n == 0:
                     break
@@ -185,6 +199,7 @@ class Integration:
         limit = torch.minimum(target, self.brownian.horizon(rows, s.t))
         clipped = s.t + (1 + _LANDING_SLACK) * s.h >= limit
         t_next = torch.where(clipped, limit, s.t + s.h)
+        stalled = live & (t_next <= s.t)  # t + h rounds to t: no step of this size can advance
         dw = self.brownian.increment(rows, s.t, t_next)
         signs = kept = None
         if self.signs is not None:
@@ -208,11 +223,11 @@ class Integration:
                 accept, factor = ~torch.isnan(e), torch.ones_like(e)
                 forced = torch.zeros_like(accept)
             # A drift or diffusion that is not finite where the step starts: no step can help.
-            stuck = ~result.start_finite & live
-            if not self.per_sample:
-                stuck = stuck.any().expand_as(stuck)
-            accept = accept & ~stuck & live
-            forced = forced & live
+            own_stuck = ~result.start_finite & live
+            stuck = own_stuck if self.per_sample else own_stuck.any().expand_as(own_stuck)
+            accept = accept & ~stuck & ~stalled & live
+            forced = forced & accept
+            self._additive.compare(rows, live, accept, result)
         self.brownian.commit(rows, accept)
 
         y_kept = torch.where(accept[:, None], result.y_next, s.y)
@@ -223,7 +238,8 @@ class Integration:
         s.y = y_kept
         with torch.no_grad():
             s.y_em_prev = torch.where(accept[:, None], result.y_em.detach(), s.y_em_prev)
-            self._bookkeep(s, live, t_next, clipped, accept, factor, forced, stuck, hit, e)
+            outcome = _Outcome(accept, factor, forced, stuck, own_stuck, stalled, hit, e)
+            self._bookkeep(s, live, t_next, clipped, outcome)
 
     def _bookkeep(
         self,
@@ -231,15 +247,17 @@ class Integration:
         live: torch.Tensor,
         t_next: torch.Tensor,
         clipped: torch.Tensor,
-        accept: torch.Tensor,
-        factor: torch.Tensor,
-        forced: torch.Tensor,
-        stuck: torch.Tensor,
-        hit: torch.Tensor,
-        e: torch.Tensor,
+        outcome: _Outcome,
     ) -> None:
         """Times, step sizes, statistics and result codes after a decision; frozen rows (not
         ``live``) keep theirs."""
+        accept, factor, forced, hit, e = (
+            outcome.accept,
+            outcome.factor,
+            outcome.forced,
+            outcome.hit,
+            outcome.e,
+        )
         h_taken = t_next - s.t
         s.t = torch.where(accept, t_next, s.t)
         s.out_index = s.out_index + hit.to(torch.int64)
@@ -251,6 +269,7 @@ class Integration:
         s.dt_largest = torch.where(accept, torch.maximum(s.dt_largest, h_taken), s.dt_largest)
         if self.adaptive:
             h_new = self.controller.next_step(h_taken, s.h, clipped, accept, factor)
+            h_new = torch.where(outcome.stalled, s.h, h_new)  # keep the proposal, not 0 * factor
         else:
             h_new = s.h
         too_small = ~accept & (h_new < self.controller.step_floor(s.t))
@@ -259,12 +278,103 @@ class Integration:
             # then nothing smaller is allowed, and the sample ends (NONFINITE, below).
             too_small |= ~accept & torch.isnan(e) & (s.h <= self.controller.dt_min * (1 + 1e-9))
         s.h = torch.where(live, h_new, s.h)
+        s.status = torch.where(live, self._result_codes(s, too_small, outcome), s.status)
+
+    def _result_codes(
+        self, s: SampleState, too_small: torch.Tensor, outcome: _Outcome
+    ) -> torch.Tensor:
+        """The status of each row after a step: ``RUNNING`` or why it ended. On a shared grid,
+        a row that ends only because another row failed is ``BATCH_STOPPED``, so that the
+        failure message can name the row that caused it."""
+        e = outcome.e
         code = torch.full_like(s.status, RUNNING)
         code = torch.where(
             s.accepted + s.rejected >= self.max_steps, Result.MAX_STEPS_REACHED, code
         )
         code = torch.where(too_small, Result.DT_MIN_REACHED, code)
+        if not self.per_sample:  # rows that met the tolerance were stopped by the others
+            code = torch.where(too_small & (e <= 1), Result.BATCH_STOPPED, code)
         code = torch.where(too_small & torch.isnan(e), Result.NONFINITE, code)
-        code = torch.where(stuck, Result.NONFINITE, code)
-        code = torch.where(s.out_index >= len(self.ts), Result.SUCCESS, code)
-        s.status = torch.where(live, code, s.status)
+        code = torch.where(outcome.stalled, Result.NO_PROGRESS, code)
+        if not self.per_sample:
+            code = torch.where(outcome.stuck & ~outcome.own_stuck, Result.BATCH_STOPPED, code)
+        code = torch.where(outcome.own_stuck, Result.NONFINITE, code)
+        return torch.where(s.out_index >= len(self.ts), Result.SUCCESS, code)
+
+
+@dataclass
+class _Outcome:
+    """The decision on one attempted step, per row: what the bookkeeping needs."""
+
+    accept: torch.Tensor
+    factor: torch.Tensor
+    forced: torch.Tensor
+    stuck: torch.Tensor  # no step can help (on a shared grid: some row's start is not finite)
+    own_stuck: torch.Tensor  # this row's drift or diffusion is not finite at the step's start
+    stalled: torch.Tensor  # t + h rounds to t
+    hit: torch.Tensor  # the step landed on the row's next output time
+    e: torch.Tensor  # the error ratio, NaN where the proposal is not finite
+
+
+class _AdditiveWatch:
+    """Checks that the ``g`` of an SDE declared additive does not depend on ``y``.
+
+    An accepted step evaluates ``g`` at ``(t_next, y + K1)``, and the next step at
+    ``(t_next, y_next)``: the same time, another state. For additive noise the two agree to
+    rounding. The comparison runs on the device and sets a flag that the loop reads along with
+    its own read, so it costs no synchronisation. Steps are compared while the same rows are
+    stepped (inside a block of passes, and while no sample has finished).
+    """
+
+    def __init__(self, active: bool, device: torch.device) -> None:
+        self.active, self.device = active, device
+        self._previous: tuple[torch.Tensor | None, torch.Tensor, torch.Tensor] | None = None
+        self._mismatch: torch.Tensor | None = None
+        self._worst: torch.Tensor | None = None
+
+    def flags(self) -> list[torch.Tensor]:
+        """The device flag for the loop's read: ``[mismatch]`` while active, else ``[]``."""
+        if not self.active:
+            return []
+        if self._mismatch is None:
+            return [torch.zeros((), dtype=torch.int64, device=self.device)]
+        return [self._mismatch.to(torch.int64)]
+
+    def compare(
+        self,
+        rows: torch.Tensor | None,
+        live: torch.Tensor,
+        accept: torch.Tensor,
+        result: StepResult,
+    ) -> None:
+        """Compare this step's ``g_start`` with the last step's ``g_end`` where that step was
+        accepted, then remember this step's ``g_end``."""
+        if not self.active or result.g_start is None or result.g_end is None:
+            return
+        previous = self._previous
+        if previous is not None and previous[0] is rows:
+            _, g_end, accepted = previous
+            g_start = result.g_start
+            diff = (g_start - g_end).abs().flatten(1).amax(1)
+            scale = torch.maximum(g_start.abs(), g_end.abs()).flatten(1).amax(1)
+            tolerance = _ADDITIVE_TOLERANCE_EPS * torch.finfo(g_start.dtype).eps
+            bad = accepted & live & (diff > tolerance * scale)
+            relative = torch.where(bad, diff / torch.clamp(scale, min=1e-300), 0.0).amax()
+            mismatch = bad.any()
+            if self._mismatch is None or self._worst is None:
+                self._mismatch, self._worst = mismatch, relative
+            else:
+                self._mismatch = self._mismatch | mismatch
+                self._worst = torch.maximum(self._worst, relative)
+        self._previous = (rows, result.g_end, accept)
+
+    def message(self) -> str:
+        worst = float(self._worst) if self._worst is not None else math.nan
+        return (
+            "sde.noise_type is 'additive', but its diffusion g(t, y) depends on y: two "
+            f"evaluations at the same time and different states differ by {worst:.3g} "
+            "(relative). Additive noise means g depends on t only; solving it as additive would "
+            "give the Stratonovich solution of an Itô SDE. Declare noise_type='general' (g of "
+            "shape (batch, d, m)), 'diagonal' or 'scalar' as g's shape fits, or make g "
+            "independent of y"
+        )

@@ -13,6 +13,7 @@ using ``t`` elementwise against ``y`` (``torch.sin(t) * y``) works in both modes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -52,7 +53,10 @@ class SDEAdapter:
         self.noise_type: str = noise_type
         self.sde_type: str = sde_type
         self.state_size = state_size
-        self.per_sample_time = False
+        self._per_sample_time = False
+        # How to turn per-sample time off, for the hint when the first evaluation fails on it.
+        self.per_sample_switch = "pass per_sample=False"
+        self._evaluated = False  # whether an evaluation in the current time mode has succeeded
 
         source = getattr(sde, "_base_sde", sde)
         has = {
@@ -88,6 +92,17 @@ class SDEAdapter:
             )
 
     @property
+    def per_sample_time(self) -> bool:
+        """Whether ``t`` reaches the SDE as a column (n, 1), one time per row, or as a 0-d
+        tensor; setting it starts over the watch on the first evaluation."""
+        return self._per_sample_time
+
+    @per_sample_time.setter
+    def per_sample_time(self, value: bool) -> None:
+        self._per_sample_time = bool(value)
+        self._evaluated = False
+
+    @property
     def is_additive(self) -> bool:
         return self.noise_type == "additive"
 
@@ -103,11 +118,12 @@ class SDEAdapter:
         """``(f, g)`` at ``(t, y)``; only for SDEs that define ``g`` or ``f_and_g``."""
         ts = self.time(t, y.dtype)
         if self._has["f_and_g"]:
-            f, g = self.sde.f_and_g(ts, y)
+            f, g = self._call(self.sde.f_and_g, ts, y)
         else:
-            f, g = self._drift(ts, y), self.sde.g(ts, y)
+            f, g = self._call(self._drift, ts, y), self._call(self.sde.g, ts, y)
         self._check_drift(f, y)
         self._check_diffusion(g, y)
+        self._evaluated = True
         return f, g
 
     def drift_and_product(
@@ -119,21 +135,23 @@ class SDEAdapter:
             return f, self.product(g, v)
         ts = self.time(t, y.dtype)
         if self._has["f_and_g_prod"]:
-            f, gv = self.sde.f_and_g_prod(ts, y, v)
+            f, gv = self._call(self.sde.f_and_g_prod, ts, y, v)
         else:
-            f, gv = self._drift(ts, y), self.sde.g_prod(ts, y, v)
+            f, gv = self._call(self._drift, ts, y), self._call(self.sde.g_prod, ts, y, v)
         self._check_drift(f, y)
         self._check_product(gv, y)
+        self._evaluated = True
         return f, gv
 
     def product_at(self, t: torch.Tensor, y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``g(t, y) v`` through ``g_prod``, for SDEs that define no ``g``."""
         ts = self.time(t, y.dtype)
         if self._has["g_prod"]:
-            gv = self.sde.g_prod(ts, y, v)
+            gv = self._call(self.sde.g_prod, ts, y, v)
         else:
-            gv = self.sde.f_and_g_prod(ts, y, v)[1]
+            gv = self._call(self.sde.f_and_g_prod, ts, y, v)[1]
         self._check_product(gv, y)
+        self._evaluated = True
         return gv
 
     def product(self, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -141,6 +159,28 @@ class SDEAdapter:
         if self.noise_type == "diagonal":
             return g * v
         return torch.bmm(g, v[:, :, None])[:, :, 0]
+
+    def _call(self, method: Callable[..., Any], t: torch.Tensor, *args: torch.Tensor) -> Any:
+        """Call one of the SDE's methods. The first evaluation with per-sample time explains a
+        failure that a column ``t`` typically causes (``float(t)``, ``t.item()``)."""
+        if self._evaluated:
+            return method(t, *args)
+        try:
+            out = method(t, *args)
+        except (TypeError, ValueError, RuntimeError) as error:
+            if not (self.per_sample_time and t.numel() > 1):
+                raise
+            raise _with_hint(error, self._column_hint(t)) from error
+        return out
+
+    def _column_hint(self, t: torch.Tensor) -> str:
+        return (
+            f"the SDE failed at its first evaluation, where t is a column of shape "
+            f"{tuple(t.shape)}, one time per row, because every sample takes its own steps "
+            "(per-sample mode): code such as float(t) or t.item() needs a 0-d t. Use t "
+            f"elementwise (torch.sin(t) * y), or {self.per_sample_switch} for one shared time "
+            "grid and a 0-d t"
+        )
 
     # -- shape checks -------------------------------------------------------------------------
 
@@ -157,6 +197,7 @@ class SDEAdapter:
                 f"the drift f(t, y) must return a tensor of shape {tuple(y.shape)} like y, got "
                 f"{_describe(f)}"
             )
+        _check_like_y("the drift f(t, y)", f, y)
 
     def _check_diffusion(self, g: Any, y: torch.Tensor) -> None:
         batch, d = y.shape
@@ -171,6 +212,7 @@ class SDEAdapter:
                 f"{expected} (batch, d{'' if self.noise_type == 'diagonal' else ', m'}), got "
                 f"{_describe(g)}"
             )
+        _check_like_y("the diffusion g(t, y)", g, y)
         if self.brownian_size is None:
             self.brownian_size = expected[2]
 
@@ -180,6 +222,28 @@ class SDEAdapter:
                 f"g_prod(t, y, v) must return a tensor of shape {tuple(y.shape)} like y, got "
                 f"{_describe(gv)}"
             )
+        _check_like_y("g_prod(t, y, v)", gv, y)
+
+
+def _check_like_y(what: str, value: torch.Tensor, y: torch.Tensor) -> None:
+    """The SDE must answer in y's dtype and on y's device: a mismatch would otherwise surface
+    steps later, deep inside the solver's bookkeeping."""
+    if value.dtype != y.dtype:
+        raise TypeError(
+            f"{what} returned dtype {value.dtype}, but y is {y.dtype}: return y's dtype "
+            "(e.g. .to(y.dtype)), or solve with y0 in the dtype the SDE computes in"
+        )
+    if value.device != y.device:
+        raise ValueError(f"{what} returned a tensor on {value.device}, but y is on {y.device}")
+
+
+def _with_hint(error: Exception, hint: str) -> Exception:
+    """``error`` with ``hint`` added, of the same type where that type takes a message."""
+    message = f"{error}\n({hint})"
+    try:
+        return type(error)(message)
+    except Exception:  # an exception type that does not take one message
+        return RuntimeError(message)
 
 
 def _last(g: Any) -> int:

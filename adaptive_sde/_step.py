@@ -48,13 +48,18 @@ class StepResult:
     ``y_next`` is the state to keep on acceptance (the higher-order ``y_hi`` with extrapolation,
     ``y_em`` without); ``y_em`` feeds the paper's tolerance; ``error`` is ``y_hi - y_em``;
     ``start_finite`` is false for rows whose drift or diffusion was not finite at the step's
-    start, where no smaller step can help.
+    start, where no smaller step can help. For additive noise (with ``g`` defined), ``g_start``
+    and ``g_end`` are the diffusion at the two stages, ``(t, y)`` and ``(t_next, y + K1)``: the
+    loop compares a step's ``g_end`` with the next step's ``g_start``, at the same time but
+    another state, to catch a ``g`` that depends on ``y`` despite the declared noise type.
     """
 
     y_next: torch.Tensor
     y_em: torch.Tensor
     error: torch.Tensor
     start_finite: torch.Tensor
+    g_start: torch.Tensor | None = None
+    g_end: torch.Tensor | None = None
 
 
 class GottaGoFastStep:
@@ -108,9 +113,11 @@ class GottaGoFastStep:
         sde = self.sde
         h = (t_next - t).to(y.dtype)[:, None]
         sqrt_h = torch.sqrt(h)
+        g_start: torch.Tensor | None = None
         if sde.has_g:
             f1, g1 = start if start is not None else sde.drift_and_diffusion(t, y)
             g_dw = sde.product(g1, dw)
+            g_start = g1
 
             def g1_times(v: torch.Tensor) -> torch.Tensor:
                 return sde.product(g1, v)
@@ -122,11 +129,19 @@ class GottaGoFastStep:
 
         start_finite = torch.isfinite(f1).all(dim=1) & torch.isfinite(g_dw).all(dim=1)
         y_em = y + h * f1 + g_dw
+        watch_g = sde.is_additive and sde.has_g
+        g_end: list[torch.Tensor] = []
 
         def improved_euler(s: torch.Tensor | None) -> torch.Tensor:
             shift = None if s is None else s * sqrt_h
             k1 = h * f1 + (g_dw if shift is None else g_dw - g1_times(shift))
-            f2, g2_v = sde.drift_and_product(t_next, y + k1, dw if shift is None else dw + shift)
+            v = dw if shift is None else dw + shift
+            if watch_g:
+                f2, g2 = sde.drift_and_diffusion(t_next, y + k1)
+                g_end.append(g2.detach())
+                g2_v = sde.product(g2, v)
+            else:
+                f2, g2_v = sde.drift_and_product(t_next, y + k1, v)
             return y + 0.5 * (k1 + h * f2 + g2_v)
 
         y_hi = improved_euler(signs)
@@ -136,7 +151,14 @@ class GottaGoFastStep:
             y_next = improved_euler(kept_signs)
         else:
             y_next = y_hi
-        return StepResult(y_next=y_next, y_em=y_em, error=y_hi - y_em, start_finite=start_finite)
+        return StepResult(
+            y_next=y_next,
+            y_em=y_em,
+            error=y_hi - y_em,
+            start_finite=start_finite,
+            g_start=g_start.detach() if watch_g and g_start is not None else None,
+            g_end=g_end[0] if watch_g else None,
+        )
 
 
 class RobertsSigns:
