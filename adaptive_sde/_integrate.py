@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
@@ -10,11 +11,21 @@ import torch
 from adaptive_sde._brownian import BrownianRegister, BrownianSource, TorchsdeBrownian, resolve_seed
 from adaptive_sde._controller import StepController
 from adaptive_sde._loop import Integration
+from adaptive_sde._random import mix64_int
 from adaptive_sde._sde import SDEAdapter
 from adaptive_sde._solution import Solution, SolveError, failure_message
 from adaptive_sde._step import GottaGoFastStep, RobertsSigns
-from adaptive_sde._validation import check_count, check_positive, check_state, check_times
+from adaptive_sde._validation import (
+    check_bool,
+    check_count,
+    check_positive,
+    check_seed,
+    check_state,
+    check_times,
+)
 
+_PATH_TAG = 0x5041544853454544  # "PATHSEED"
+_REVERSED_PATH_TAG = 0x5245564552534544  # "REVERSED"
 _SHARED_BM_MESSAGE = (
     "a {name} has one time grid for the whole batch, so it cannot serve per-sample steps: pass "
     "per_sample=False, or bm=None for the per-sample BrownianRegister"
@@ -119,9 +130,21 @@ def solve(
     y0 = check_state(y0)
     ts = check_times(ts, y0)
     batch, d = y0.shape
+    _check_switches(
+        per_sample=per_sample,
+        adaptive=adaptive,
+        extrapolate=extrapolate,
+        throw=throw,
+        progress=progress,
+        accept_at_dt_min=accept_at_dt_min,
+    )
+    check_bool("decouple_signs", decouple_signs, allow_none=True)
+    check_seed(seed)
     span = float(ts[-1] - ts[0])
     h = _first_steps(dt0, span, batch, ts)
     max_steps = check_count("max_steps", max_steps)
+    if sync_every is not None:
+        sync_every = check_count("sync_every", sync_every)
     controller = StepController(
         rtol,
         atol,
@@ -151,13 +174,14 @@ def solve(
     stepper = GottaGoFastStep(adapter, extrapolate=extrapolate, decouple_signs=decouple_signs)
     if sample_ids is not None and bm is not None:
         raise ValueError("sample_ids names the rows of the default register: pass it with bm=None")
-    brownian = _make_brownian(bm, seed, batch, m, y0, ts.dtype, per_sample, sample_ids)
+    _check_sample_ids(sample_ids, batch)
+    brownian = _make_brownian(bm, seed, batch, m, y0, ts, per_sample, sample_ids)
     signs = None
     if stepper.needs_signs:
         # One sign stream per row of the Brownian motion (its batch is the state's, except in
         # torchsde's adjoint, which drives a state of batch 1 with the forward batch's noise).
         signs = RobertsSigns(
-            brownian.seed if isinstance(brownian, BrownianRegister) else resolve_seed(seed),
+            _signs_seed(brownian, seed, ts),
             _sample_ids(brownian, y0.device),
             m,
             y0.dtype,
@@ -166,7 +190,6 @@ def solve(
     h = torch.clamp(h, min=dt_min if controller.accept_at_dt_min else None, max=dt_max)
     if sync_every is None:
         sync_every = 1 if y0.device.type == "cpu" else 8
-    sync_every = check_count("sync_every", sync_every)
     if isinstance(brownian, TorchsdeBrownian):
         sync_every = 1
     integration = Integration(
@@ -183,8 +206,97 @@ def solve(
     )
     solution = integration.run(y0, h, start)
     if throw and not solution.stats.success:
-        raise SolveError(failure_message(solution.stats), solution)
+        span_of_ts = (float(ts[0]), float(ts[-1]))
+        raise SolveError(failure_message(solution.stats, span=span_of_ts), solution)
     return solution
+
+
+def _check_switches(**switches: Any) -> None:
+    """Every on/off argument must be a bool: a truthy stand-in (``"no"``, ``1``) is refused."""
+    for name, value in switches.items():
+        check_bool(name, value)
+
+
+def _check_sample_ids(sample_ids: Any, batch: int) -> None:
+    if sample_ids is None:
+        return
+    if not isinstance(sample_ids, torch.Tensor) or sample_ids.is_floating_point():
+        raise TypeError(
+            f"sample_ids must be an integer tensor of shape ({batch},), got "
+            + (
+                f"dtype {sample_ids.dtype}"
+                if isinstance(sample_ids, torch.Tensor)
+                else type(sample_ids).__name__
+            )
+        )
+    if tuple(sample_ids.shape) != (batch,):
+        raise ValueError(
+            f"sample_ids must have shape ({batch},), one id per row of y0, got "
+            f"{tuple(sample_ids.shape)}"
+        )
+
+
+def _signs_seed(
+    brownian: BrownianSource, seed: int | torch.Generator | None, ts: torch.Tensor
+) -> int:
+    """The seed of Roberts' signs. The register's own seed; an explicit ``seed``; for a torchsde
+    Brownian motion without one, a seed derived from that path, so that the solution is a
+    function of the given path (as with every torchsde method, and as ``sdeint_adjoint``'s
+    forward pass needs to repeat ``sdeint``); else a draw from PyTorch's generator."""
+    if isinstance(brownian, BrownianRegister):
+        return brownian.seed
+    if seed is None and isinstance(brownian, TorchsdeBrownian):
+        return _seed_of_path(brownian.bm, ts)
+    return resolve_seed(seed)
+
+
+def _seed_of_path(bm: Any, ts: torch.Tensor) -> int:
+    """A seed that is a function of a torchsde Brownian motion: its entropy where torchsde keeps
+    one (``BrownianInterval``, and the ``BrownianTree`` / ``BrownianPath`` /
+    ``ReverseBrownian`` built on one), else a hash of its increment over ``ts``."""
+    base, reverse = _torchsde_interval(bm)
+    entropy = getattr(base, "_entropy", None)
+    if isinstance(entropy, int) and not isinstance(entropy, bool):
+        material = entropy
+    else:
+        dw = bm(float(ts[0]), float(ts[-1]))
+        digest = hashlib.blake2b(dw.detach().cpu().numpy().tobytes(), digest_size=8).digest()
+        material = int.from_bytes(digest, "little")
+    tag = _REVERSED_PATH_TAG if reverse else _PATH_TAG
+    return mix64_int(mix64_int(material) ^ tag)
+
+
+def _torchsde_interval(bm: Any) -> tuple[Any, bool]:
+    """The ``BrownianInterval`` under a torchsde Brownian object, and whether the object runs
+    it backwards in time (torchsde's adjoint wraps the forward path in a ``ReverseBrownian``)."""
+    reverse = False
+    for _ in range(8):
+        if hasattr(bm, "base_brownian"):
+            bm, reverse = bm.base_brownian, not reverse
+        elif hasattr(bm, "_interval") and not hasattr(bm, "_entropy"):
+            bm = bm._interval
+        else:
+            break
+    return bm, reverse
+
+
+def _check_path_covers(bm: Any, ts: torch.Tensor) -> None:
+    """A torchsde Brownian motion must cover ``ts``: torchsde only warns about a query outside
+    its interval and clamps it, which returns increments of zero and a wrong solution."""
+    base, reverse = _torchsde_interval(bm)
+    start, end = getattr(base, "_start", None), getattr(base, "_end", None)
+    if not isinstance(start, (int, float)) or not isinstance(end, (int, float)):
+        return  # not a torchsde interval: nothing to check it with
+    if reverse:
+        start, end = -end, -start
+    t0, t1 = float(ts[0]), float(ts[-1])
+    slack = 4 * torch.finfo(ts.dtype).eps * max(1.0, abs(t0), abs(t1))
+    if t0 < start - slack or t1 > end + slack:
+        raise ValueError(
+            f"bm covers the times [{start:g}, {end:g}], but ts spans [{t0:g}, {t1:g}]: make the "
+            "Brownian motion with t0 <= ts[0] and t1 >= ts[-1] (torchsde clamps queries outside "
+            "its interval, which would give a wrong path; a BrownianPath covers [t0, t0 + 1])"
+        )
 
 
 def _torchsde_size(bm: Any) -> int | None:
@@ -219,7 +331,7 @@ def _make_brownian(
     batch: int,
     m: int,
     y0: torch.Tensor,
-    time_dtype: torch.dtype,
+    ts: torch.Tensor,
     per_sample: bool,
     sample_ids: torch.Tensor | None,
 ) -> BrownianSource:
@@ -231,7 +343,7 @@ def _make_brownian(
             sample_ids=sample_ids,
             dtype=y0.dtype,
             device=y0.device,
-            time_dtype=time_dtype,
+            time_dtype=ts.dtype,
         )
     if isinstance(bm, BrownianSource):
         if bm.brownian_size != m:
@@ -251,6 +363,7 @@ def _make_brownian(
             raise ValueError(_SHARED_BM_MESSAGE.format(name=type(bm).__name__))
         if _torchsde_size(bm) != m:
             raise ValueError(f"bm must give increments with m={m} channels, got shape {bm.shape}")
+        _check_path_covers(bm, ts)
         return TorchsdeBrownian(bm)
     raise TypeError(
         "bm must be None, an adaptive_sde.BrownianRegister or a torchsde BrownianInterval / "

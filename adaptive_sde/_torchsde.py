@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,6 +43,7 @@ from torchsde.settings import LEVY_AREA_APPROXIMATIONS, METHODS, NOISE_TYPES, SD
 from adaptive_sde._integrate import solve
 from adaptive_sde._sde import SDEAdapter
 from adaptive_sde._solution import Solution, SolveError
+from adaptive_sde._validation import check_positive, check_real, check_seed
 
 METHOD = "gtgf"
 SUPPORTED_TORCHSDE = ((0, 2, 6), (0, 3, 0))  # >= 0.2.6, < 0.3
@@ -117,7 +119,9 @@ class GottaGoFastSolver(base_solver.BaseSDESolver):
                 f"unknown option(s) {unknown} for method='gtgf'; the options are "
                 + "; ".join(f"{k}: {v}" for k, v in OPTIONS.items())
             )
-        self.per_sample = bool(options.get("per_sample", False))
+        _check_arguments(dt, rtol, atol, dt_min)
+        _check_option_types(self.options)
+        self.per_sample = self.options.get("per_sample", False)
         if self.per_sample and (_is_adjoint(sde) or _inside_sdeint_adjoint()):
             raise ValueError(
                 "options={'per_sample': True} cannot serve sdeint_adjoint: the backward solve "
@@ -139,7 +143,7 @@ class GottaGoFastSolver(base_solver.BaseSDESolver):
     def integrate(
         self, y0: torch.Tensor, ts: torch.Tensor, extra0: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor]]:
-        dt0 = extra0[0] if extra0 else float(self.dt)
+        dt0 = _check_extra_state(extra0, y0.shape[0]) if extra0 else float(self.dt)
         try:
             solution = self._solve(self._adapter(y0), y0, ts, dt0)
         except SolveError as error:
@@ -211,12 +215,98 @@ class GottaGoFastSolver(base_solver.BaseSDESolver):
     def _adapter(self, y0: torch.Tensor) -> SDEAdapter:
         # torchsde's adjoint SDE defines g and f_and_g only to raise: it really provides these.
         adjoint_methods = frozenset({"f", "g_prod", "f_and_g_prod"})
-        return SDEAdapter(
+        adapter = SDEAdapter(
             self.sde,
             y0.shape[1],
             int(self.bm.shape[-1]),
             provided=adjoint_methods if _is_adjoint(self.sde) else None,
         )
+        adapter.per_sample_switch = "drop options={'per_sample': True}"
+        return adapter
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# The type each option takes, checked before anything runs: torchsde passes options through
+# untouched, and a truthy stand-in such as "no" must not turn a mode on.
+_OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "per_sample": (_is_bool, "True or False"),
+    "seed": (
+        lambda v: v is None or isinstance(v, torch.Generator) or _is_int(v),
+        "an int, a torch.Generator or None",
+    ),
+    "fixed_steps": (_is_bool, "True or False"),
+    "tolerance": (lambda v: isinstance(v, str), 'a string, "conventional" or "paper"'),
+    "norm": (lambda v: isinstance(v, str), 'a string, "rms", "max" or "l2"'),
+    "safety": (_is_real, "a real number"),
+    "exponent": (_is_real, "a real number"),
+    "factor_min": (_is_real, "a real number"),
+    "factor_max": (_is_real, "a real number"),
+    "dt_max": (_is_real, "a real number"),
+    "max_steps": (_is_int, "an int"),
+    "extrapolate": (_is_bool, "True or False"),
+    "decouple_signs": (lambda v: v is None or _is_bool(v), "True, False or None"),
+    "progress": (_is_bool, "True or False"),
+    "sync_every": (lambda v: v is None or _is_int(v), "an int or None"),
+    "throw": (_is_bool, "True or False"),
+    "stats_callback": (lambda v: v is None or callable(v), "a callable or None"),
+}
+assert set(_OPTION_TYPES) == set(OPTIONS)
+
+
+def _check_option_types(options: dict[str, Any]) -> None:
+    """Every option's value must have the option's type (its range is checked by the solve)."""
+    for key, value in options.items():
+        accepts, expected = _OPTION_TYPES[key]
+        if not accepts(value):
+            raise TypeError(
+                f"options[{key!r}] must be {expected} for method='gtgf', got "
+                f"{type(value).__name__} {value!r}"
+            )
+    check_seed(options.get("seed"), name="options['seed']")
+
+
+def _check_arguments(dt: Any, rtol: Any, atol: Any, dt_min: Any) -> None:
+    """sdeint's own arguments, named as sdeint names them (the solve calls dt ``dt0``)."""
+    check_positive("dt", dt)
+    check_real("rtol", _number(rtol), low=0.0)
+    check_real("atol", _number(atol), low=0.0)
+    check_real("dt_min", _number(dt_min), low=0.0)
+
+
+def _number(value: Any) -> Any:
+    """A one-element tensor as a Python number, for the checks; anything else unchanged."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return value
+
+
+def _check_extra_state(extra0: tuple[Any, ...], batch: int) -> torch.Tensor:
+    """``extra_solver_state`` must be ``(dt_next,)`` from an earlier solve: one step per sample."""
+    dt_next = extra0[0]
+    if len(extra0) != 1 or not isinstance(dt_next, torch.Tensor):
+        raise TypeError(
+            "extra_solver_state must be (dt_next,), the tensor returned with extra=True, got "
+            f"{tuple(type(x).__name__ for x in extra0)}"
+        )
+    if tuple(dt_next.shape) != (batch,) or not dt_next.is_floating_point():
+        raise ValueError(
+            f"extra_solver_state[0] must be a floating-point tensor of shape ({batch},), one next "
+            f"step per sample, got dtype {dt_next.dtype} and shape {tuple(dt_next.shape)}"
+        )
+    if not bool((torch.isfinite(dt_next) & (dt_next > 0)).all()):
+        raise ValueError("extra_solver_state[0] must hold finite steps > 0")
+    return dt_next
 
 
 class _GottaGoFastStratonovich(GottaGoFastSolver):
