@@ -7,7 +7,9 @@ same code on every rank (tests/test_distributed.py runs two gloo processes).
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import os
 import re
 import warnings
@@ -496,10 +498,28 @@ def test_a_function_s_digest_sees_its_code_captures_and_globals():
 
 
 _OFFSET = 1.0
+_LOG = logging.getLogger("tests.test_faults")
 
 
 def _uses_a_global(x):
     return x + _OFFSET
+
+
+def _logs(x):
+    _LOG.debug("called")
+    return x
+
+
+def test_standard_library_objects_are_hashed_by_type_only():
+    # A logger's handlers (or a lock, a file) differ between ranks and reruns, not the result.
+    before = digest(_logs)
+    handler = logging.NullHandler()
+    _LOG.addHandler(handler)
+    try:
+        assert digest(_logs) == before
+    finally:
+        _LOG.removeHandler(handler)
+    assert digest(argparse.Namespace(scale=1)) != digest(argparse.Namespace(scale=2))
 
 
 def test_a_shard_store_refuses_records_it_could_not_read_back(tmp_path):

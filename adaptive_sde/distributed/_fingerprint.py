@@ -12,7 +12,8 @@ value and hashes what it finds:
 - plain Python functions: their qualified name, code object (bytecode, constants, names),
   defaults, the values their closure captures and the module-level values they read;
 - bound methods and ``functools.partial``: the function and what is bound to it;
-- other objects: their class and their attributes (``vars``, or ``__slots__``);
+- other objects: their class and their attributes (``vars``, or ``__slots__``); objects of the
+  standard library (a logger, a lock, a file) by their class only, namespaces excepted;
 - the classes of objects and modules: their qualified name and the code of the methods they
   define (classes of ``torch`` and of the standard library by name only).
 
@@ -25,9 +26,11 @@ on its own GPU, agree. The walk is deterministic (sets and dicts are sorted, no 
 
 from __future__ import annotations
 
+import argparse
 import functools
 import hashlib
 import re
+import sys
 import types
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -37,7 +40,10 @@ from torch import nn
 
 MAX_DEPTH = 12  # deeper values add their type only: bounds the walk of large object graphs
 _DEVICE_STRING = re.compile(r"^(cpu|cuda|mps|xpu|hip|meta|npu|xla)(:\d+)?$")
-_OPAQUE_MODULES = ("builtins", "torch", "abc", "typing", "collections", "enum", "dataclasses")
+# Objects of the standard library are hashed by type only: a logger, a lock, a file reachable
+# from a score function hold state that differs between ranks and runs but not the result.
+_LIBRARIES = frozenset(sys.stdlib_module_names) | {"builtins", "torch"}
+_NAMESPACES = (types.SimpleNamespace, argparse.Namespace)  # standard, but plain values
 
 Fingerprint = str | bytes | int
 
@@ -207,7 +213,7 @@ class _Walker:
         """A class: its name, and the code of the methods it and its bases define."""
         self.text("class", _type_name(cls))
         for base in cls.__mro__:
-            if base.__module__.split(".")[0] in _OPAQUE_MODULES:
+            if _from_library(base):
                 continue
             for name, member in sorted(vars(base).items(), key=lambda item: item[0]):
                 function = _function_of(member)
@@ -236,8 +242,11 @@ class _Walker:
             self.mapping(public, depth)
 
     def instance(self, obj: object, depth: int) -> None:
-        """Any other object: its class and its attributes."""
+        """Any other object: its class and its attributes (standard library objects other
+        than namespaces: their class only)."""
         self.typed(obj)
+        if _from_library(type(obj), standard_only=True) and not isinstance(obj, _NAMESPACES):
+            return
         attributes: dict[str, Any] = {}
         if hasattr(obj, "__dict__"):
             attributes.update(vars(obj))
@@ -246,6 +255,13 @@ class _Walker:
                 if isinstance(slot, str) and slot != "__dict__" and hasattr(obj, slot):
                     attributes[slot] = getattr(obj, slot)
         self.mapping(attributes, depth)
+
+
+def _from_library(cls: type, standard_only: bool = False) -> bool:
+    """Whether ``cls`` comes from the standard library (or ``torch``, unless
+    ``standard_only``), whose code is not the user's to change between runs."""
+    top = cls.__module__.split(".")[0]
+    return top in _LIBRARIES and not (standard_only and top == "torch")
 
 
 def _type_name(cls: type) -> str:

@@ -217,7 +217,7 @@ def check_out(out: object) -> Path:
             f"{type(out).__name__} {out!r:.80}"
         )
     text = os.fspath(out)
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str) or not text:
         raise ValueError(f"out must name a directory, got {out!r}")
     path = Path(text)
     if path.exists() and not path.is_dir():
@@ -282,7 +282,8 @@ def _read_shard(path: Path) -> dict[str, Any]:
     except OSError:
         raise
     except Exception as error:  # empty, truncated, not a torch file: unpickling fails variously
-        raise _Damaged(f"cannot be loaded: {type(error).__name__}: {error}"[:300]) from None
+        detail = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        raise _Damaged(f"cannot be loaded: {detail}"[:300]) from None
     if not isinstance(data, dict):
         raise _Damaged(f"holds a {type(data).__name__}, not a shard's dict")
     return data
