@@ -140,7 +140,7 @@ def test_a_rerun_after_a_rank_dies_computes_only_the_missing_shards(tmp_path):
 
 def test_a_store_refuses_shards_of_other_settings(tmp_path):
     _one_process(lambda: _ensemble(out=tmp_path))
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"other settings: seed \(11 there, 12 in this run\)"):
         solve_ensemble(
             GBM_ITO.make_sde(),
             torch.ones(1, dtype=torch.float64),

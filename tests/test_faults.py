@@ -532,55 +532,76 @@ def test_a_shard_store_refuses_records_it_could_not_read_back(tmp_path):
 
 # --- the jobs' arguments (hypothesis) -------------------------------------------------------
 
-BAD_OUT = st.sampled_from([5, 1.5, b"dir", ["dir"], "", True, "FILE"])
-BAD_COUNT = st.sampled_from([0, -3, 1.5, "4", None, True, 2**0.5])
-BAD_FINGERPRINT = st.sampled_from([1.5, ["v1"], {"v": 1}, object(), True, (1, 2)])
 GOOD_FINGERPRINT = st.sampled_from([None, "v1", b"\x00v1", 7, -(2**70)])
+GOOD = {
+    "out": st.sampled_from([None, "DIR"]),
+    "shard_size": st.integers(1, 9),
+    "n_samples": st.integers(1, 9),
+    "fingerprint": GOOD_FINGERPRINT,
+    "seed": st.integers(0, 2**31),
+    "gather": st.booleans(),
+    "on_shard": st.sampled_from([None, lambda shard, computed: None]),
+}
+BAD = {
+    "out": st.sampled_from([5, 1.5, b"dir", ["dir"], "", True, "FILE"]),
+    "shard_size": st.sampled_from([0, -3, 1.5, "4", None, True]),
+    "n_samples": st.sampled_from([0, -1, 2.0, "8", None, False]),
+    "fingerprint": st.sampled_from([1.5, ["v1"], {"v": 1}, object(), True, (1, 2)]),
+    "seed": st.sampled_from([1.5, "3", None, True]),
+    "gather": st.sampled_from(["yes", 1, None]),
+    "on_shard": st.sampled_from([5, "print"]),
+}
 
 
-def _call(job: str, **arguments):
+def _call(job: str, arguments: dict):
+    options = dict(arguments)
+    n = options.pop("n_samples")
     if job == "ensemble":
-        defaults = {"shard_size": 4, "seed": 0, "out": None, "fingerprint": None}
-        options = {**defaults, **arguments}
-        n = options.pop("n_samples", 8)
         return solve_ensemble(GBM_ITO.make_sde(), torch.ones(1), TS, n, **options)
-    defaults = {"shard_size": 4, "seed": 0, "out": None, "fingerprint": None}
-    options = {**defaults, **arguments}
-    n = options.pop("n_samples", 8)
     sde = VPSDE()
-    return sample_distributed(GaussianMixture.ring().score_fn(sde), sde, (2,), n, **options)
+    score_fn = GaussianMixture.ring().score_fn(sde)
+    return sample_distributed(score_fn, sde, (2,), n, rtol=0.05, **options)
 
 
-@settings(max_examples=20, deadline=None)
-@given(
-    job=st.sampled_from(["ensemble", "samples"]),
-    argument=st.sampled_from(["out", "shard_size", "n_samples", "fingerprint"]),
-    data=st.data(),
-)
-def test_bad_job_arguments_are_refused_naming_them(tmp_path_factory, job, argument, data):
-    value = data.draw(
-        {
-            "out": BAD_OUT,
-            "shard_size": BAD_COUNT,
-            "n_samples": BAD_COUNT,
-            "fingerprint": BAD_FINGERPRINT,
-        }[argument]
-    )
-    if value == "FILE":
-        value = tmp_path_factory.mktemp("out") / "a-file"
-        value.write_text("not a directory")
-    with pytest.raises((ValueError, TypeError)) as caught:
-        _call(job, **{argument: value})
-    assert str(caught.value).startswith(argument), str(caught.value)
+def _directory_values(arguments: dict, tmp_path_factory) -> dict:
+    """Stand-ins made real: "DIR" a new directory, "FILE" a file where out expects one."""
+    if arguments["out"] == "DIR":
+        arguments["out"] = tmp_path_factory.mktemp("out")
+    elif arguments["out"] == "FILE":
+        arguments["out"] = tmp_path_factory.mktemp("out") / "a-file"
+        arguments["out"].write_text("not a directory")
+    return arguments
+
+
+@settings(max_examples=25, deadline=None)
+@given(job=st.sampled_from(["ensemble", "samples"]), data=st.data())
+def test_job_arguments_run_or_are_refused_naming_one_of_the_bad(tmp_path_factory, job, data):
+    bad = data.draw(st.sets(st.sampled_from(sorted(BAD)), max_size=3), label="bad")
+    arguments = {
+        name: data.draw((BAD if name in bad else GOOD)[name], label=name) for name in sorted(GOOD)
+    }
+    arguments = _directory_values(arguments, tmp_path_factory)
+    if bad:
+        with pytest.raises((ValueError, TypeError)) as caught:
+            _call(job, arguments)
+        message = str(caught.value)
+        assert any(message.startswith(name) for name in bad), message
+        return
+    result = _call(job, arguments)
+    assert result.stats["samples"] == arguments["n_samples"]
+    if arguments["gather"]:
+        assert all(torch.isfinite(v.double()).all() for v in result.outputs.values())
+    else:
+        assert result.outputs is None
 
 
 @settings(max_examples=10, deadline=None)
 @given(job=st.sampled_from(["ensemble", "samples"]), fingerprint=GOOD_FINGERPRINT)
 def test_good_fingerprints_resume_and_others_refuse(tmp_path_factory, job, fingerprint):
-    out = tmp_path_factory.mktemp("store")
-    first = _call(job, out=out, fingerprint=fingerprint)
-    again = _call(job, out=out, fingerprint=fingerprint)
+    arguments = {"n_samples": 8, "shard_size": 4, "seed": 0, "out": "DIR"}
+    arguments = _directory_values(arguments, tmp_path_factory)
+    first = _call(job, {**arguments, "fingerprint": fingerprint})
+    again = _call(job, {**arguments, "fingerprint": fingerprint})
     assert again.computed == [] and again.reused == first.computed
-    other = "other" if fingerprint != "other" else "else"
-    with pytest.raises(ValueError, match="fingerprint"):
-        _call(job, out=out, fingerprint=other)
+    with pytest.raises(ValueError, match=r"fingerprint \("):
+        _call(job, {**arguments, "fingerprint": "another"})
