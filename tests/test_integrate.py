@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -280,3 +281,83 @@ def test_statistics_are_consistent():
     summary = s.summary()
     assert summary["nfe_total"] == s.total_nfe and summary["failed"] == 0
     assert s.success and torch.all(s.t_final == 1.0)
+
+
+# -- issue 12: no hangs, root causes first -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ts", "y0", "kwargs"),
+    [
+        (torch.tensor([1.0, 2.0], dtype=torch.float64), GBM_ITO.initial(4), {"dt0": 1e-20}),
+        (torch.tensor([1e6, 1e6 + 1]), GBM_ITO.initial(4).float(), {}),  # dt0 = span / 100
+        (torch.tensor([1e6, 1e6 + 1]), GBM_ITO.initial(4).float(), {"per_sample": False}),
+    ],
+    ids=["tiny-dt0", "far-from-zero-float32", "far-from-zero-shared"],
+)
+def test_a_step_that_cannot_advance_time_ends_at_once(ts, y0, kwargs):
+    # t + h rounded to t: the zero-length step was accepted and grew as 0 * factor for ever, so
+    # the solve ran until max_steps ("raise max_steps").
+    options = {"seed": 0, "max_steps": 10_000, "throw": False, **kwargs}
+    sol = adaptive_sde.solve(GBM_ITO.make_sde(), y0, ts, **options)
+    assert torch.all(sol.stats.result == Result.NO_PROGRESS)
+    assert int(sol.stats.num_steps.max()) == 1
+    assert torch.all(sol.stats.t_final == ts[0]) and torch.all(sol.dt_next > 0)
+    with pytest.raises(SolveError, match=r"NO_PROGRESS .*t \+ h rounds to t.*ts in float64"):
+        adaptive_sde.solve(GBM_ITO.make_sde(), y0, ts, **{**options, "throw": True})
+
+
+class NaNInOneRow(nn.Module):
+    """The drift is NaN for states above 1.5 (row 7 of ``ROW_7_HIGH``): from the start
+    (``at_start``), or only at times past 0.5."""
+
+    noise_type, sde_type = "diagonal", "ito"
+
+    def __init__(self, at_start):
+        super().__init__()
+        self.at_start = at_start
+
+    def f(self, t, y):
+        bad = y > 1.5
+        if not self.at_start:
+            bad = bad & (t > 0.5)  # t is 0-d on a shared grid, a column per sample
+        return torch.where(bad, torch.full_like(y, math.nan), -0.1 * y)
+
+    def g(self, t, y):
+        return 0.01 * torch.ones_like(y)
+
+
+ROW_7_HIGH = torch.ones(10, 1, dtype=torch.float64).index_fill(0, torch.tensor([7]), 2.0)
+
+
+@pytest.mark.parametrize("at_start", [True, False], ids=["at-start", "past-half"])
+def test_on_a_shared_grid_the_non_finite_sample_is_listed_first(at_start):
+    # It was reported as "samples 0..4 DT_MIN_REACHED (loosen rtol/atol)", and sample 7, the
+    # cause, was not listed at all.
+    with pytest.raises(SolveError) as info:
+        adaptive_sde.solve(NaNInOneRow(at_start), ROW_7_HIGH, TS, seed=0, per_sample=False)
+    first = str(info.value).splitlines()[1]
+    assert first.startswith("  sample 7: NONFINITE"), str(info.value)
+    assert "BATCH_STOPPED" in str(info.value) and "DT_MIN_REACHED" not in str(info.value)
+    result = info.value.solution.stats.result
+    assert int(result[7]) == Result.NONFINITE
+    assert torch.all(result[torch.arange(10) != 7] == Result.BATCH_STOPPED)
+
+
+def test_per_sample_a_non_finite_sample_stops_alone():
+    sol = adaptive_sde.solve(NaNInOneRow(False), ROW_7_HIGH, TS, seed=0, throw=False)
+    assert int(sol.stats.result[7]) == Result.NONFINITE
+    assert int((sol.stats.result == Result.SUCCESS).sum()) == 9
+
+
+def test_an_exhausted_step_budget_says_how_far_the_sample_got():
+    ts = torch.tensor([2.0, 3.0], dtype=torch.float64)
+    with pytest.raises(SolveError) as info:
+        adaptive_sde.solve(
+            GBM_ITO.make_sde(), GBM_ITO.initial(2), ts, seed=0, rtol=1e-3, max_steps=5
+        )
+    t_final = info.value.solution.stats.t_final
+    reached = 100 * (float(t_final[0]) - 2.0)
+    pattern = rf"sample 0: MAX_STEPS_REACHED at t=2\.0\d* \({math.floor(reached * 10) / 10:g}% "
+    assert re.search(pattern + r"of the way from 2 to 3\)", str(info.value)), str(info.value)
+    assert "raise max_steps" in str(info.value)

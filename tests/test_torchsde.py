@@ -445,3 +445,165 @@ def test_a_user_brownian_motion_of_each_kind_is_honoured(kind):
     ys = torchsde.sdeint(GBM_ITO.make_sde(), y0, TS, bm=bm, method="gtgf", rtol=1e-2, atol=1e-3)
     exact = GBM_ITO.exact(y0, bm, 0.0, 1.0)
     assert float((ys[-1] - exact).abs().mean()) < 0.01  # the solution of that very path
+
+
+# -- issue 12: nothing silent ------------------------------------------------------------------
+
+# A value of the wrong type for every option (the solve checks the ranges).
+BAD_OPTION_VALUES = {
+    "per_sample": "no",
+    "seed": 1.5,
+    "fixed_steps": "yes",
+    "tolerance": 1,
+    "norm": None,
+    "safety": "0.9",
+    "exponent": [0.9],
+    "factor_min": None,
+    "factor_max": "10",
+    "dt_max": "inf",
+    "max_steps": 100.0,
+    "extrapolate": 1,
+    "decouple_signs": "auto",
+    "progress": "false",
+    "sync_every": 2.0,
+    "throw": 0,
+    "stats_callback": 5,
+}
+
+
+def test_every_option_has_a_bad_value_in_the_type_test():
+    assert set(BAD_OPTION_VALUES) == set(adaptive_sde._torchsde.OPTIONS)
+
+
+@pytest.mark.parametrize(("key", "value"), sorted(BAD_OPTION_VALUES.items()))
+def test_option_values_of_the_wrong_type_are_refused_by_name(key, value):
+    # {"per_sample": "no"} turned per-sample mode on (bool("no") is True); stats_callback=5
+    # failed only after the solve.
+    calls = []
+
+    class Counting(nn.Module):
+        noise_type, sde_type = "diagonal", "ito"
+
+        def f(self, t, y):
+            calls.append(1)
+            return -y
+
+        def g(self, t, y):
+            return 0.1 * y
+
+    with pytest.raises(TypeError, match=rf"options\['{key}'\] must be"):
+        torchsde.sdeint(Counting(), GBM_ITO.initial(2), TS, method="gtgf", options={key: value})
+    assert len(calls) <= 1  # refused before the solve (torchsde's contract check calls f once)
+
+
+@pytest.mark.parametrize("seed", [2**64, -1])
+def test_an_out_of_range_seed_option_is_refused(seed):
+    with pytest.raises(ValueError, match=r"options\['seed'\] must be an integer in \[0, 2\*\*64\)"):
+        torchsde.sdeint(
+            GBM_ITO.make_sde(), GBM_ITO.initial(2), TS, method="gtgf", options={"seed": seed}
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"dt": 0.0}, r"^dt must be a finite number > 0"),
+        ({"dt": -0.1}, r"^dt must be a finite number > 0"),
+        ({"dt": float("nan")}, r"^dt must be a finite number > 0"),
+        ({"dt_min": -1.0}, r"^dt_min must be a finite number >= 0"),
+    ],
+)
+def test_sdeint_arguments_are_named_as_sdeint_names_them(kwargs, match):
+    # dt=0 was reported as "dt0 ...", a name sdeint does not have.
+    with pytest.raises(ValueError, match=match):
+        torchsde.sdeint(GBM_ITO.make_sde(), GBM_ITO.initial(2), TS, method="gtgf", **kwargs)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [(torch.zeros(2, dtype=torch.float64),), (torch.ones(3, dtype=torch.float64),)],
+    ids=["zero-steps", "wrong-batch"],
+)
+def test_a_bad_extra_solver_state_is_named(state):
+    with pytest.raises(ValueError, match=r"extra_solver_state\[0\] must"):
+        torchsde.sdeint(
+            GBM_ITO.make_sde(),
+            GBM_ITO.initial(2),
+            TS,
+            method="gtgf",
+            extra_solver_state=state,
+        )
+
+
+def test_a_brownian_interval_shorter_than_ts_is_refused():
+    # torchsde only warns and clamps the queries: the path then stops moving at t1.
+    bm = brownian_interval(4, 1, t1=0.5)
+    with pytest.raises(ValueError, match=r"bm covers the times \[0, 0\.5\], but ts spans \[0, 1\]"):
+        torchsde.sdeint(GBM_ITO.make_sde(), GBM_ITO.initial(4), TS, bm=bm, method="gtgf")
+    later = brownian_interval(4, 1, t0=0.2, t1=1.0)
+    with pytest.raises(ValueError, match=r"bm covers the times \[0\.2, 1\]"):
+        adaptive_sde.solve(GBM_ITO.make_sde(), GBM_ITO.initial(4), TS, bm=later, per_sample=False)
+
+
+def test_the_per_sample_hint_says_how_to_turn_the_option_off():
+    class FloatOfTime(nn.Module):
+        noise_type, sde_type = "diagonal", "ito"
+
+        def f(self, t, y):
+            return -float(t) * y
+
+        def g(self, t, y):
+            return 0.1 * y
+
+    with pytest.raises((TypeError, ValueError, RuntimeError), match="t is a column") as info:
+        torchsde.sdeint(
+            FloatOfTime(), GBM_ITO.initial(4), TS, method="gtgf", options={"per_sample": True}
+        )
+    assert "drop options={'per_sample': True}" in str(info.value)
+
+
+def _ito_sde(noise_type):
+    sde = Linear(noise_type, "ito", 1 if noise_type == "scalar" else 2)
+    return sde, sde.b.shape[1]
+
+
+@pytest.mark.parametrize("noise_type", ["diagonal", "scalar", "general"])
+def test_the_solution_is_a_function_of_the_given_path(noise_type):
+    # Roberts' signs were drawn from PyTorch's global generator: the same bm gave another
+    # answer on every call (4.4e-3 apart on a GBM at rtol 1e-2).
+    sde, m = _ito_sde(noise_type)
+    y0 = torch.ones(32, 2, dtype=torch.float64)
+    bm = brownian_interval(32, m, seed=11)
+    kwargs = {"bm": bm, "method": "gtgf", "rtol": 1e-2, "atol": 1e-3}
+    first = torchsde.sdeint(sde, y0, TS, **kwargs)
+    torch.manual_seed(123)  # the global generator must not matter
+    again = torchsde.sdeint(sde, y0, TS, **kwargs)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+    other = torchsde.sdeint(sde, y0, TS, **{**kwargs, "bm": brownian_interval(32, m, seed=12)})
+    assert not torch.equal(other, first)
+
+
+@pytest.mark.parametrize("noise_type", ["diagonal", "scalar", "general"])
+def test_sdeint_adjoint_forward_pass_equals_sdeint(noise_type):
+    # torchsde's own test_adjoint.py::test_against_sdeint, which failed for gtgf.
+    sde, m = _ito_sde(noise_type)
+    y0 = torch.ones(16, 2, dtype=torch.float64)
+    ts = torch.tensor([0.0, 0.4, 1.0], dtype=torch.float64)
+    bm = brownian_interval(16, m, seed=4)
+    kwargs = {"bm": bm, "method": "gtgf", "rtol": 1e-2, "atol": 1e-3}
+    ys = torchsde.sdeint(sde, y0, ts, **kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchsde warns about Itô adjoints being slow
+        ys_adj = torchsde.sdeint_adjoint(sde, y0, ts, adjoint_method="gtgf", **kwargs)
+    torch.testing.assert_close(ys_adj, ys, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["BrownianInterval", "BrownianTree", "BrownianPath"])
+def test_every_kind_of_torchsde_path_seeds_the_signs_deterministically(kind):
+    batch = 16
+    bm = _brownian_of_each_kind(batch)[kind]
+    y0 = GBM_ITO.initial(batch)
+    kwargs = {"bm": bm, "method": "gtgf", "rtol": 1e-2, "atol": 1e-3}
+    first = torchsde.sdeint(GBM_ITO.make_sde(), y0, TS, **kwargs)
+    again = torchsde.sdeint(GBM_ITO.make_sde(), y0, TS, **kwargs)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)

@@ -165,3 +165,216 @@ def test_register_of_the_wrong_size():
 def test_additive_sde_gets_its_brownian_size_from_g():
     sol = adaptive_sde.solve(OU.make_sde(), OU.initial(3), TS, seed=0)
     assert sol.ys.shape == (2, 3, 1)
+
+
+# -- issue 12: nothing silent ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [2**64, 2**70, -1])
+def test_a_seed_outside_64_bits_is_refused(seed):
+    # The seed was masked to 64 bits: 2**64 gave seed 0's paths, -1 those of 2**64 - 1.
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\*\*64\)"):
+        solve(seed=seed)
+
+
+def test_the_largest_seed_is_accepted_and_differs_from_seed_zero():
+    top = solve(seed=2**64 - 1, rtol=0.1)
+    zero = solve(seed=0, rtol=0.1)
+    assert not torch.equal(top.ys, zero.ys)
+
+
+@pytest.mark.parametrize(
+    "switch", ["per_sample", "adaptive", "extrapolate", "throw", "progress", "accept_at_dt_min"]
+)
+@pytest.mark.parametrize("value", ["no", 1, None])
+def test_switches_must_be_bools_not_truthy_stand_ins(switch, value):
+    with pytest.raises(TypeError, match=rf"{switch} must be True or False, got"):
+        solve(**{switch: value})
+
+
+def test_decouple_signs_takes_a_bool_or_none():
+    with pytest.raises(TypeError, match="decouple_signs must be True, False or None"):
+        solve(decouple_signs="auto")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_times_are_refused_up_front(dtype):
+    # They made every step "too small" (float16 resolves about 1e-3 near 1).
+    with pytest.raises(TypeError, match=r"ts must be float32 or float64.*ts\.float\(\)"):
+        solve(y0=Y0.float(), ts=TS.to(dtype))
+
+
+def test_sample_ids_must_be_an_integer_tensor_of_the_batch():
+    with pytest.raises(TypeError, match="sample_ids must be an integer tensor"):
+        solve(sample_ids=[0, 1, 2, 3])
+    with pytest.raises(TypeError, match="sample_ids must be an integer tensor"):
+        solve(sample_ids=torch.zeros(4))
+    with pytest.raises(ValueError, match=r"sample_ids must have shape \(4,\)"):
+        solve(sample_ids=torch.arange(3))
+
+
+def test_validators_name_the_callers_argument():
+    from adaptive_sde._brownian import resolve_seed
+    from adaptive_sde._validation import (
+        check_bool,
+        check_callable,
+        check_count,
+        check_positive,
+        check_real,
+        check_seed,
+        check_state,
+        check_times,
+    )
+
+    with pytest.raises(ValueError, match="x_T must be finite"):
+        check_state(torch.tensor([[math.nan]]), name="x_T")
+    with pytest.raises(TypeError, match="x_T must be a floating-point tensor"):
+        check_state(torch.ones(2, 2, dtype=torch.int64), name="x_T")
+    with pytest.raises(ValueError, match="times must be strictly increasing"):
+        check_times(torch.tensor([1.0, 0.0]), torch.ones(1, 1), name="times")
+    with pytest.raises(ValueError, match="times must be on x's device"):
+        check_times(TS.to("meta"), Y0, name="times", state_name="x")
+    with pytest.raises(ValueError, match="h_init must be a finite number > 0"):
+        check_positive("h_init", 0.0)
+    with pytest.raises(ValueError, match="h_init must be a finite number > 0"):
+        check_positive(name="h_init", value=-1.0)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        check_count("steps", 0)
+    with pytest.raises(TypeError, match="denoise must be True or False"):
+        check_bool("denoise", "yes")
+    with pytest.raises(TypeError, match="callback must be callable"):
+        check_callable("callback", 5)
+    with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
+        check_real("eps", -1.0, low=0.0)
+    with pytest.raises(ValueError, match=r"generator must be an integer in \[0, 2\*\*64\)"):
+        check_seed(2**64, name="generator")
+    with pytest.raises(TypeError, match=r"generator must be an int, a torch\.Generator or None"):
+        resolve_seed("0", name="generator")
+    assert resolve_seed(7) == 7 and check_state(Y0) is Y0  # the defaults keep working
+
+
+class OtherDtype(nn.Module):
+    """Returns float32 from one of f / g whatever y's dtype."""
+
+    noise_type, sde_type = "diagonal", "ito"
+
+    def __init__(self, which):
+        super().__init__()
+        self.which = which
+
+    def f(self, t, y):
+        return -y.float() if self.which == "f" else -y
+
+    def g(self, t, y):
+        return 0.1 * (y.float() if self.which == "g" else y)
+
+
+@pytest.mark.parametrize(
+    ("which", "what"), [("f", r"drift f\(t, y\)"), ("g", r"diffusion g\(t, y\)")]
+)
+def test_an_sde_answering_in_another_dtype_is_named_up_front(which, what):
+    # It used to fail steps later, deep inside an index_put.
+    with pytest.raises(TypeError, match=rf"{what} returned dtype torch.float32, but y is"):
+        solve(OtherDtype(which), seed=0)
+
+
+def test_g_prod_answering_in_another_dtype_is_named():
+    class GProd(nn.Module):
+        noise_type, sde_type = "general", "ito"
+
+        def f(self, t, y):
+            return -y
+
+        def g_prod(self, t, y, v):
+            return (v.sum(1, keepdim=True) * y).float()
+
+    with pytest.raises(TypeError, match=r"g_prod\(t, y, v\) returned dtype torch.float32"):
+        solve(GProd(), brownian_size=2, seed=0)
+
+
+class FloatOfTime(nn.Module):
+    """A torchsde-style SDE that needs a 0-d t: float(t) fails on a column."""
+
+    noise_type, sde_type = "diagonal", "ito"
+
+    def f(self, t, y):
+        return -float(t) * y
+
+    def g(self, t, y):
+        return 0.1 * y
+
+
+def test_code_that_needs_a_scalar_time_gets_a_per_sample_hint():
+    with pytest.raises((TypeError, ValueError, RuntimeError)) as info:
+        solve(FloatOfTime(), seed=0)
+    message = str(info.value)
+    assert "t is a column of shape (4, 1)" in message and "per_sample=False" in message
+    assert info.value.__cause__ is not None  # the user's own error stays attached
+    sol = solve(FloatOfTime(), seed=0, per_sample=False)  # as the hint says
+    assert torch.isfinite(sol.ys).all()
+
+
+def test_errors_after_the_first_evaluation_are_the_users_own():
+    class FailsLater(nn.Module):
+        noise_type, sde_type = "diagonal", "ito"
+
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def f(self, t, y):
+            self.calls += 1
+            if self.calls > 3:
+                raise RuntimeError("model broke")
+            return -y
+
+        def g(self, t, y):
+            return 0.1 * y
+
+    with pytest.raises(RuntimeError, match=r"^model broke$"):
+        solve(FailsLater(), seed=0)
+
+
+class DeclaredAdditive(nn.Module):
+    """noise_type "additive" with a g of shape (batch, d, m); ``depends_on_y`` breaks the
+    declaration (a geometric Brownian motion), the other g depends on time only."""
+
+    noise_type, sde_type = "additive", "ito"
+
+    def __init__(self, depends_on_y):
+        super().__init__()
+        self.depends_on_y = depends_on_y
+
+    def f(self, t, y):
+        return 0.1 * y
+
+    def g(self, t, y):
+        if self.depends_on_y:
+            return 0.5 * y[:, :, None]
+        scale = 0.5 + torch.sin(3 * t) * torch.ones_like(y)  # time-dependent, y-free
+        return scale[:, :, None]
+
+
+@pytest.mark.parametrize("per_sample", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_additive_noise_declared_for_a_g_that_depends_on_y_is_an_error(per_sample, dtype):
+    # It returned the Stratonovich solution of an Itô SDE as a success.
+    y0 = torch.ones(16, 1, dtype=dtype)
+    with pytest.raises(ValueError, match=r"noise_type is 'additive', but .*g\(t, y\) depends on y"):
+        solve(DeclaredAdditive(True), y0=y0, ts=TS.to(dtype), seed=0, per_sample=per_sample)
+
+
+@pytest.mark.parametrize("per_sample", [True, False])
+@pytest.mark.parametrize("sync_every", [1, 4])
+def test_additive_noise_that_depends_on_time_only_passes_the_watch(per_sample, sync_every):
+    y0 = torch.ones(16, 1)
+    sol = solve(
+        DeclaredAdditive(False),
+        y0=y0,
+        ts=TS.float(),
+        seed=0,
+        rtol=1e-3,
+        per_sample=per_sample,
+        sync_every=sync_every,
+    )
+    assert sol.stats.success and torch.isfinite(sol.ys).all()
