@@ -12,10 +12,14 @@ value and hashes what it finds:
 - plain Python functions: their qualified name, code object (bytecode, constants, names),
   defaults, the values their closure captures and the module-level values they read;
 - bound methods and ``functools.partial``: the function and what is bound to it;
-- other objects: their class and their attributes (``vars``, or ``__slots__``); objects of the
-  standard library (a logger, a lock, a file) by their class only, namespaces excepted;
+- other objects: their class and their attributes (``vars``, or ``__slots__``);
 - the classes of objects and modules: their qualified name and the code of the methods they
-  define (classes of ``torch`` and of the standard library by name only).
+  define.
+
+Functions, classes and objects of the standard library and of ``torch`` other than tensors and
+modules (a logger, a lock, a file, a compiler's cache) count by their qualified name only:
+their state differs between ranks and reruns but is no part of the problem (namespaces, such
+as parsed command-line arguments, are hashed by their values).
 
 What cannot be seen (an extension object without attributes, a value computed on the fly, a
 file read by the score function) adds only its type; such a job should pass ``fingerprint=``.
@@ -40,8 +44,8 @@ from torch import nn
 
 MAX_DEPTH = 12  # deeper values add their type only: bounds the walk of large object graphs
 _DEVICE_STRING = re.compile(r"^(cpu|cuda|mps|xpu|hip|meta|npu|xla)(:\d+)?$")
-# Objects of the standard library are hashed by type only: a logger, a lock, a file reachable
-# from a score function hold state that differs between ranks and runs but not the result.
+# Library code and objects are hashed by name only: a logger, a lock, a file reachable from a
+# score function hold state that differs between ranks and runs but not the result.
 _LIBRARIES = frozenset(sys.stdlib_module_names) | {"builtins", "torch"}
 _NAMESPACES = (types.SimpleNamespace, argparse.Namespace)  # standard, but plain values
 
@@ -193,7 +197,12 @@ class _Walker:
             self.text("const", _type_name(type(const)))
 
     def function(self, fn: types.FunctionType, depth: int) -> None:
+        """A function: its name; and unless it is the standard library's or torch's (whose
+        internals are no part of the user's problem), its code, defaults, captured values and
+        the module-level values it reads."""
         self.text("function", f"{fn.__module__}.{fn.__qualname__}")
+        if _in_library(fn.__module__):
+            return
         self.code(fn.__code__)
         self.value(fn.__defaults__, depth + 1)
         self.value(fn.__kwdefaults__, depth + 1)
@@ -213,7 +222,7 @@ class _Walker:
         """A class: its name, and the code of the methods it and its bases define."""
         self.text("class", _type_name(cls))
         for base in cls.__mro__:
-            if _from_library(base):
+            if _in_library(base.__module__):
                 continue
             for name, member in sorted(vars(base).items(), key=lambda item: item[0]):
                 function = _function_of(member)
@@ -245,7 +254,7 @@ class _Walker:
         """Any other object: its class and its attributes (standard library objects other
         than namespaces: their class only)."""
         self.typed(obj)
-        if _from_library(type(obj), standard_only=True) and not isinstance(obj, _NAMESPACES):
+        if _in_library(type(obj).__module__) and not isinstance(obj, _NAMESPACES):
             return
         attributes: dict[str, Any] = {}
         if hasattr(obj, "__dict__"):
@@ -257,11 +266,11 @@ class _Walker:
         self.mapping(attributes, depth)
 
 
-def _from_library(cls: type, standard_only: bool = False) -> bool:
-    """Whether ``cls`` comes from the standard library (or ``torch``, unless
-    ``standard_only``), whose code is not the user's to change between runs."""
-    top = cls.__module__.split(".")[0]
-    return top in _LIBRARIES and not (standard_only and top == "torch")
+def _in_library(module: str | None) -> bool:
+    """Whether ``module`` is of the standard library or torch: code that is not the user's to
+    change between runs, and state (loggers, locks, compiler caches) that is no part of the
+    problem."""
+    return (module or "builtins").split(".")[0] in _LIBRARIES
 
 
 def _type_name(cls: type) -> str:
