@@ -69,6 +69,12 @@ def test_bench_quick(which: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
         names = [r["name"] for r in result["results"]]
         assert names == ["2-D ring VP", "2-D ring VE", "64-D VP", "64-D VE"]
         assert "1000-step Euler-Maruyama quality" in out
+        # the real libraries' samplers ran beside ours, on every setting (diffusers: VP only)
+        for r in result["results"]:
+            ran = {row["sampler"] for row in r["rows"]}
+            assert {"gtgf snr", "dpm_adaptive eta=1", "dpmpp_2m_sde", "euler-maruyama"} <= ran
+            assert ("diffusers sde-dpmsolver++" in ran) == r["name"].endswith("VP")
+            assert all(row["evals"] > 0 and row["model_calls"] > 0 for row in r["rows"])
     else:
         assert {(r["batch"], r["d"]) for r in result["rows"]} >= {(1, 1), (4096, 64)}
         assert all(r["gtgf_s"] > 0 and r["euler_s"] > 0 for r in result["rows"])

@@ -1,6 +1,7 @@
 """Score-based generative models on top of the adaptive solver (Jolicoeur-Martineau et al. 2021)."""
 
 from adaptive_sde.diffusion._adapters import (
+    ModelAdapter,
     ddpm_schedule,
     score_from_data,
     score_from_denoiser,
@@ -9,7 +10,14 @@ from adaptive_sde.diffusion._adapters import (
     score_from_score,
     score_from_velocity,
 )
-from adaptive_sde.diffusion._forward import VESDE, VPSDE, DiscreteVPSDE, ForwardSDE, SubVPSDE
+from adaptive_sde.diffusion._forward import (
+    EDMSDE,
+    VESDE,
+    VPSDE,
+    DiscreteVPSDE,
+    ForwardSDE,
+    SubVPSDE,
+)
 from adaptive_sde.diffusion._mixture import GaussianMixture, Spread, component_spread
 from adaptive_sde.diffusion._reverse import ReverseSDE
 from adaptive_sde.diffusion._sample import (
@@ -21,11 +29,13 @@ from adaptive_sde.diffusion._sample import (
 )
 
 __all__ = [
+    "EDMSDE",
     "VESDE",
     "VPSDE",
     "DiscreteVPSDE",
     "ForwardSDE",
     "GaussianMixture",
+    "ModelAdapter",
     "ReverseSDE",
     "SampleStats",
     "Spread",

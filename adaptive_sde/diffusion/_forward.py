@@ -162,6 +162,38 @@ class VESDE(ForwardSDE):
         return torch.log1p(torch.exp(-2 * lam.double()) / self.sigma_min**2) / (2 * ratio)
 
 
+class EDMSDE(ForwardSDE):
+    """The forward SDE of EDM and k-diffusion (Karras et al. 2022, arXiv:2206.00364): alpha = 1
+    and sigma(t) = t, so time *is* the noise level, dx = sqrt(2 t) dW on [0, sigma_max]. Sampling
+    runs from ``sigma_max`` down to ``sigma_min`` (the default ``eps``); a denoiser D(x, sigma) is
+    the data prediction as it stands."""
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0) -> None:
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self.T = self.sigma_max
+        self.eps = self.sigma_min
+
+    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt(2 * t)
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(t)
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        return t
+
+    def half_log_snr(self, t: torch.Tensor) -> torch.Tensor:
+        return -torch.log(t)
+
+    def time_at(self, lam: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-lam.double())
+
+
 class DiscreteVPSDE(ForwardSDE):
     """The VP SDE of a discrete-time DDPM schedule: alpha(t)^2 interpolates the model's
     cumulative products alpha-bar_k (log-linearly) at t = (k + 1) / N, k = 0 .. N-1, so a

@@ -36,11 +36,13 @@ _EM_TAG = 0x45554C45524D4152  # "EULERMAR"
 DEFAULT_ATOL = 0.0078
 DEFAULT_RTOL = 0.02
 DEFAULT_H_INIT = 0.01
-# The signal-to-noise-time sampler: its first step in lambda and its second stage's weights.
+# The signal-to-noise-time sampler: its default rtol, its first and largest step in lambda, the
+# controller's exponent and its second stage's weights (docs/diffusion.md has the measurements).
+SNR_RTOL = 0.1
 SNR_H_INIT = 0.1
-SNR_WEIGHTS = "gaussian"
 SNR_H_MAX = 1.0
 SNR_EXPONENT = 0.9
+SNR_WEIGHTS = "gaussian"
 SPACES = ("snr", "x")
 
 
@@ -100,7 +102,7 @@ def sample(
     sde: ForwardSDE,
     shape: Sequence[int],
     *,
-    rtol: float = DEFAULT_RTOL,
+    rtol: float | None = None,
     atol: float = DEFAULT_ATOL,
     eps: float | None = None,
     h_init: float | None = None,
@@ -165,7 +167,7 @@ def sample(
             seed,
             ids,
             controller=StepController(
-                rtol,
+                SNR_RTOL if rtol is None else rtol,
                 atol,
                 tolerance=tolerance,
                 norm=norm,
@@ -173,13 +175,13 @@ def sample(
                 exponent=SNR_EXPONENT,
                 dt_max=SNR_H_MAX,
             ),
-            h_init=SNR_H_INIT if h_init is None else h_init,
+            h_init=_check_h_init(h_init, SNR_H_INIT),
             denoise=denoise,
             max_steps=max_steps,
             progress=progress,
             model_dtype=model_dtype,
         )
-    h_init = DEFAULT_H_INIT if h_init is None else h_init
+    h_init = _check_h_init(h_init, DEFAULT_H_INIT)
     reverse = ReverseSDE(sde, score_fn, dims, model_dtype=model_dtype)
     y0 = x_T.reshape(batch, -1).to(dtype)
     ts = torch.tensor([0.0, sde.T - eps], dtype=torch.float64, device=y0.device)
@@ -197,10 +199,10 @@ def sample(
             reverse,
             y0,
             ts,
-            rtol=rtol,
+            rtol=DEFAULT_RTOL if rtol is None else rtol,
             atol=atol,
             dt0=h_init,
-            bm=bm if per_sample else None,
+            bm=bm,  # per-sample or shared grid, sample i's noise depends on (seed, id) only
             seed=seed,
             per_sample=per_sample,
             tolerance=tolerance,
@@ -210,6 +212,8 @@ def sample(
             sync_every=sync_every,
         )
     except SolveError as error:
+        if error.solution is None:
+            raise
         message = failure_message(
             error.solution.stats,
             header="could not be generated",
@@ -223,6 +227,7 @@ def sample(
     if denoise:
         x = _tweedie(reverse.score, sde, x, eps)
         evals += 1
+        _check_output(x, "sample", "the score was not finite in the final denoising step")
     stats = SampleStats(
         score_evals=evals,
         model_calls=reverse.score.calls,
@@ -336,6 +341,7 @@ def sample_euler_maruyama(
         y = y + h * reverse.f(s, y) + reverse.g(s, y) * math.sqrt(h) * z
     if denoise:
         y = _tweedie(reverse.score, sde, y, eps)
+    _check_output(y, "sample_euler_maruyama", "the score was not finite along the way")
     evals = torch.full((batch,), steps + int(denoise), dtype=torch.int64, device=y.device)
     stats = SampleStats(evals, reverse.score.calls, reverse.score.rows, steps * batch, 0)
     return y.reshape(batch, *dims), stats
@@ -366,7 +372,16 @@ def sample_probability_flow(
     def rhs(s: float, flat: np.ndarray) -> np.ndarray:
         y = torch.as_tensor(flat, dtype=dtype, device=y0.device).reshape(y0.shape)
         with torch.no_grad():
-            return flow.f(torch.tensor(s, dtype=torch.float64), y).double().cpu().numpy().ravel()
+            dy = flow.f(torch.tensor(s, dtype=torch.float64), y).double().cpu().numpy().ravel()
+        if not np.isfinite(dy).all():
+            # RK45 would shrink its step for ever on a NaN: stop at the first one.
+            rows = np.nonzero(~np.isfinite(dy.reshape(batch, -1)).all(axis=1))[0][:5].tolist()
+            raise SolveError(
+                f"sample_probability_flow: the score was not finite at t={sde.T - s:.6g} "
+                f"(samples {rows})",
+                None,
+            )
+        return dy
 
     result = solve_ivp(
         rhs,
@@ -381,6 +396,7 @@ def sample_probability_flow(
     y = torch.as_tensor(result.y[:, -1], dtype=dtype, device=y0.device).reshape(y0.shape)
     if denoise:
         y = _tweedie(flow.score, sde, y, eps)
+    _check_output(y, "sample_probability_flow", "the score was not finite")
     evals = torch.full((batch,), int(result.nfev) + int(denoise), dtype=torch.int64)
     stats = SampleStats(evals, flow.score.calls, flow.score.rows, 0, 0)
     return y.reshape(batch, *dims), stats
@@ -400,13 +416,52 @@ def _start(
     and the prior samples (drawn, or the given ``x_T`` checked)."""
     batch, dims = _batch_shape(shape)
     eps = sde.check_eps(sde.eps if eps is None else eps)
-    seed = resolve_seed(generator)
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(
+            f"dtype must be torch.float32 or torch.float64 (the solver's state), got {dtype}; "
+            "for a half-precision model pass model_dtype"
+        )
+    seed = _generator_seed(generator)
     ids = _sample_ids(sample_ids, batch, device)
     if x_T is None:
         x_T = prior_sample(sde, shape, seed, ids, dtype, device)
-    elif tuple(x_T.shape) != (batch, *dims):
-        raise ValueError(f"x_T must have shape {(batch, *dims)}, got {tuple(x_T.shape)}")
+    elif not isinstance(x_T, torch.Tensor) or tuple(x_T.shape) != (batch, *dims):
+        got = tuple(x_T.shape) if isinstance(x_T, torch.Tensor) else type(x_T).__name__
+        raise ValueError(f"x_T must have shape {(batch, *dims)}, got {got}")
+    elif not bool(torch.isfinite(x_T).all()):
+        bad = torch.nonzero(~torch.isfinite(x_T.reshape(batch, -1)).all(dim=1)).flatten()
+        raise ValueError(f"x_T must be finite; samples {bad[:5].tolist()} hold NaN or infinity")
     return batch, dims, eps, seed, ids, x_T
+
+
+def _generator_seed(generator: int | torch.Generator | None) -> int:
+    """The integer seed of ``generator``, with errors that name ``generator``."""
+    try:
+        return resolve_seed(generator)
+    except (TypeError, ValueError) as error:
+        raise type(error)(str(error).replace("seed", "generator", 1)) from None
+
+
+def _check_h_init(h_init: float | None, default: float) -> float:
+    if h_init is None:
+        return default
+    if isinstance(h_init, bool) or not isinstance(h_init, (int, float)):
+        raise TypeError(f"h_init must be a number, got {type(h_init).__name__}")
+    if not (math.isfinite(h_init) and h_init > 0):
+        raise ValueError(f"h_init must be a finite number > 0, got {h_init}")
+    return float(h_init)
+
+
+def _check_output(x: torch.Tensor, sampler: str, what: str) -> None:
+    """Every sampler's last line of defence: no NaN or infinity is returned as a sample."""
+    finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten()
+        raise SolveError(
+            f"{sampler}: {int(bad.numel())} of {x.shape[0]} samples are not finite (samples "
+            f"{bad[:5].tolist()}); {what}",
+            None,
+        )
 
 
 def _tweedie(score: ScoreCounter, sde: ForwardSDE, y: torch.Tensor, eps: float) -> torch.Tensor:
