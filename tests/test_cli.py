@@ -79,3 +79,129 @@ def test_bench_quick(which: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert {(r["batch"], r["d"]) for r in result["rows"]} >= {(1, 1), (4096, 64)}
         assert all(r["gtgf_s"] > 0 and r["euler_s"] > 0 for r in result["rows"])
         assert "euler µs/eval" in out
+
+
+# --- help as plain text, --version, one-line errors ---------------------------------------------
+
+ROLE_OR_LITERAL = re.compile(r":[a-z]+:`|``")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import adaptive_sde
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"adaptive-sde {adaptive_sde.__version__}"
+
+
+@pytest.mark.parametrize("argv", [[], ["demo"], ["bench"], ["sample-gmm"]])
+def test_help_has_no_rest_markup(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    out = capsys.readouterr().out
+    assert not ROLE_OR_LITERAL.search(out), out
+    assert "--debug" in out
+    if argv == ["sample-gmm"]:
+        # the role's target as plain text, the literal without its backticks
+        assert "with adaptive_sde.distributed.sample_distributed" in out
+        assert "(torchrun --nproc-per-node 2 -m adaptive_sde sample-gmm" in out
+
+
+def test_plain_renders_roles_and_literals() -> None:
+    from adaptive_sde._cli import plain
+
+    text = (
+        "see :mod:`adaptive_sde._cli`, :class:`~adaptive_sde.Solution`, "
+        ":func:`the solver <adaptive_sde.solve>` and ``sample(x)``; :py:meth:`a.b`"
+    )
+    assert plain(text) == ("see adaptive_sde._cli, Solution, the solver and sample(x); a.b")
+    assert plain(None) is None
+
+
+def _sample_gmm(out: Path, *extra: str) -> list[str]:
+    return ["sample-gmm", "--samples", "16", "--shard-size", "8", "--out", str(out), *extra]
+
+
+def test_settings_mismatch_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    main(_sample_gmm(out))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main(_sample_gmm(out, "--rtol", "0.05"))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "adaptive-sde" in line]
+    assert len(lines) == 1 and "Traceback" not in err
+    message = lines[0][lines[0].index("adaptive-sde: error: ") :]
+    assert "other settings" in message and "options.rtol" in message
+    # --debug, before or after the command: the exception itself, with its traceback
+    for argv in (
+        ["--debug", *_sample_gmm(out, "--rtol", "0.05")],
+        [*_sample_gmm(out, "--rtol", "0.05"), "--debug"],
+    ):
+        with pytest.raises(ValueError, match="other settings"):
+            main(argv)
+    # the same arguments as the first run: nothing is refused
+    main(_sample_gmm(out))
+    assert "16 found finished" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--rtol", "-1"], "adaptive-sde: error: rtol must be a finite number"),
+        (["--rtol", "nan"], "adaptive-sde: error: rtol must be a finite number"),
+    ],
+)
+def test_library_refusal_is_one_line(
+    extra: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(_sample_gmm(tmp_path / "run", *extra))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "error" in line]) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--samples", "-3"], "argument --samples: must be a positive integer, got '-3'"),
+        (["--shard-size", "0"], "argument --shard-size: must be a positive integer"),
+        (["--dim", "x"], "argument --dim: must be a positive integer, got 'x'"),
+        (["--device", "foo"], "argument --device: not a torch device: 'foo'"),
+    ],
+)
+def test_bad_arguments_are_refused_by_the_parser(
+    extra: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(_sample_gmm(tmp_path / "run", *extra))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"adaptive-sde sample-gmm: error: {expected}" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_solve_error_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from adaptive_sde import SolveError
+    from adaptive_sde._cli import demo
+
+    def fail(args: object) -> None:
+        raise SolveError(
+            "2 of 4 samples failed:\n  sample 1: NONFINITE\n  sample 3: NONFINITE", None
+        )
+
+    monkeypatch.setattr(demo, "run", fail)
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--quick"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "adaptive-sde: error: 2 of 4 samples failed: sample 1: NONFINITE sample 3: NONFINITE\n"
+    )
+    with pytest.raises(SolveError):
+        main(["--debug", "demo", "--quick"])

@@ -49,23 +49,48 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--samples",
-        type=int,
+        type=positive_int,
         default=20_000,
         help="number of samples (not --n: torchrun would read that as one of its own options)",
     )
     parser.add_argument("--out", type=Path, required=True, help="directory for shards, results")
-    parser.add_argument("--shard-size", type=int, default=1024, help="samples per shard")
+    parser.add_argument("--shard-size", type=positive_int, default=1024, help="samples per shard")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--dim", type=int, default=2, help="2: the 8-mode ring; more: 4 random components"
+        "--dim", type=positive_int, default=2, help="2: the 8-mode ring; more: 4 random components"
     )
     parser.add_argument("--sde", choices=sorted(SDES), default="vp")
     parser.add_argument("--rtol", type=float, default=0.02)
     parser.add_argument("--atol", type=float, default=0.0078)
     parser.add_argument(
-        "--device", default=None, help="default: cuda:<LOCAL_RANK> if CUDA is available, else cpu"
+        "--device",
+        type=device_name,
+        default=None,
+        help="default: cuda:<LOCAL_RANK> if CUDA is available, else cpu",
     )
     parser.set_defaults(run=run)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """An argparse type: a name torch.device accepts (cpu, cuda, cuda:1, ...)."""
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(
+            f"not a torch device: {text!r} (cpu, cuda, cuda:1, ...)"
+        ) from None
+    return text
 
 
 def run(args: argparse.Namespace) -> None:
@@ -92,21 +117,26 @@ def _sample(args: argparse.Namespace, device: torch.device) -> None:
     mine = assigned_shards(shards, rank, world)
     bar = tqdm(total=len(mine), desc=f"rank {rank} shards", unit="shard", disable=rank != 0)
     start = time.perf_counter()
-    result = sample_distributed(
-        mixture.score_fn(sde),
-        sde,
-        (mixture.dim,),
-        args.samples,
-        seed=args.seed,
-        shard_size=args.shard_size,
-        out=args.out,
-        device=device,
-        rtol=args.rtol,
-        atol=args.atol,
-        on_shard=lambda shard, computed: bar.update(),
-    )
+    try:
+        result = sample_distributed(
+            mixture.score_fn(sde),
+            sde,
+            (mixture.dim,),
+            args.samples,
+            seed=args.seed,
+            shard_size=args.shard_size,
+            out=args.out,
+            device=device,
+            rtol=args.rtol,
+            atol=args.atol,
+            on_shard=lambda shard, computed: bar.update(),
+        )
+    except BaseException:
+        bar.leave = False  # the error's one line, not a bar stopped at 0%
+        raise
+    finally:
+        bar.close()
     seconds = time.perf_counter() - start
-    bar.close()
     # Samples per second counts what this run computed, not the shards it found finished.
     sizes = {shard.index: shard.size for shard in shards}
     fresh = torch.tensor([float(sum(sizes[i] for i in result.computed))], dtype=torch.float64)
