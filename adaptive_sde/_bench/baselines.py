@@ -82,14 +82,18 @@ class CountingModel:
         return self.fn(x, *args, **kwargs)
 
 
-def ve_denoiser(mixture: GaussianMixture, sde: ForwardSDE) -> Callable[..., torch.Tensor]:
-    """The mixture's exact D(x, sigma) in EDM's coordinates x_ve = x / alpha, sigma_ve = sigma /
-    alpha (half_log_snr = -log sigma_ve), for the same forward SDE our sampler sees."""
+DataFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def ve_denoiser(data: DataFn, sde: ForwardSDE) -> Callable[..., torch.Tensor]:
+    """A data prediction D(x, t) under ``sde`` as k-diffusion's denoiser D(x_ve, sigma_ve), in
+    EDM's coordinates x_ve = x / alpha and sigma_ve = sigma / alpha (so that half_log_snr =
+    -log sigma_ve): the same model on the same forward process our sampler sees."""
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         t = sde.time_at(-torch.log(sigma.double()))
-        alpha = sde.alpha(t).to(x.dtype)[:, None]
-        return mixture.data_prediction(alpha * x, t, sde)
+        alpha = sde.alpha(t).to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+        return data(alpha * x, t.to(x.dtype))
 
     return denoise
 
@@ -103,19 +107,19 @@ def sigma_range(sde: ForwardSDE, eps: float) -> tuple[float, float]:
 def run_k_diffusion(
     name: str,
     setting: float,
-    mixture: GaussianMixture,
+    data: DataFn,
     sde: ForwardSDE,
     x_T: torch.Tensor,
     seed: int,
 ) -> tuple[torch.Tensor, float, int]:
-    """One k-diffusion sampler on the mixture from the prior draws ``x_T`` of ``sde``; ``setting``
-    is ``rtol`` for dpm_adaptive, the number of steps otherwise. Returns (samples, evaluations
-    per sample, model calls); dpm_adaptive ends at sigma_min and gets one more call to denoise."""
+    """One k-diffusion sampler on the data prediction ``data(x, t)`` under ``sde``, from the
+    prior draws ``x_T``; ``setting`` is ``rtol`` for dpm_adaptive, the number of steps
+    otherwise. Returns (samples, evaluations per sample, model calls); dpm_adaptive ends at
+    sigma_min and gets one more call to denoise there."""
     k = load_k_diffusion_sampling()
     sigma_min, sigma_max = sigma_range(sde, sde.eps)
-    model = CountingModel(ve_denoiser(mixture, sde))
-    t_T = torch.tensor([sde.T], dtype=torch.float64)
-    x = (x_T.double() / sde.alpha(t_T)).to(x_T.dtype)
+    model = CountingModel(ve_denoiser(data, sde))
+    x = (x_T.double() / float(sde.alpha(torch.tensor(sde.T, dtype=torch.float64)))).to(x_T.dtype)
     torch.manual_seed(seed)  # k-diffusion's default noise sampler draws with torch.randn_like
     with warnings.catch_warnings():
         # torchsde's BrownianInterval, under k-diffusion's Brownian-tree noise, warns when a
@@ -138,7 +142,7 @@ def _k_diffusion_call(
         out = k.sample_dpm_adaptive(
             model, x, sigma_min, sigma_max, rtol=setting, atol=0.0078, eta=eta, disable=True
         )
-        out = model(out, torch.full((x.shape[0],), sigma_min, dtype=x.dtype))
+        out = model(out, torch.full((x.shape[0],), sigma_min, dtype=x.dtype, device=x.device))
     else:
         sigmas = k.get_sigmas_karras(int(setting), sigma_min, sigma_max).to(x.dtype)
         sampler = getattr(k, f"sample_{name}")
@@ -150,7 +154,8 @@ def run_diffusers(
     steps: int, mixture: GaussianMixture, x_T: torch.Tensor, seed: int
 ) -> tuple[torch.Tensor, float, int]:
     """diffusers' SDE-DPM-Solver++(2M) on the DDPM linear schedule (1000 training steps, the VP
-    SDE's discretisation), from the VP prior draws ``x_T``, fed the mixture's exact epsilon."""
+    SDE's discretisation), from the VP prior draws ``x_T``, fed the mixture's exact epsilon
+    under that schedule."""
     import diffusers  # the test extra installs it
 
     scheduler: Any = diffusers.DPMSolverMultistepScheduler(

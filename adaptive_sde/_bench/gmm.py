@@ -208,7 +208,9 @@ def run_setting(
         adaptive = sampler.startswith("dpm_adaptive")
         settings = K_RTOLS if adaptive else STEPS
         for setting in settings[1:2] if quick else settings:
-            x, evals, calls = baselines.run_k_diffusion(sampler, setting, mixture, sde, x_T, seed=1)
+            x, evals, calls = baselines.run_k_diffusion(
+                sampler, setting, score.data_prediction, sde, x_T, seed=1
+            )
             add(sampler, f"rtol={setting}" if adaptive else f"N={setting}", x, evals, calls)
     if isinstance(sde, VPSDE):
         for steps in STEPS[1:3] if quick else STEPS:
