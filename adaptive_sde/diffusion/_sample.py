@@ -123,6 +123,11 @@ def sample(
 ) -> tuple[torch.Tensor, SampleStats]:
     """Samples a score-based model with the adaptive Gotta-Go-Fast solver.
 
+    By default (``space="snr"``) the pair steps on the data prediction D in signal-to-noise
+    time, where the reverse SDE has unit additive noise and no stiff term
+    (:mod:`adaptive_sde.diffusion._snr`; docs/diffusion.md); ``space="x"`` solves the reverse
+    SDE in x with :func:`adaptive_sde.solve`, the paper's own form.
+
     **Arguments:**
 
     - ``score_fn(x, t)``: the score, x of shape ``shape`` with a batch of the running samples,
@@ -132,13 +137,14 @@ def sample(
     - ``rtol``, ``atol``: the paper's ε_rel and ε_abs, for data in [-1, 1]. ``atol`` = 0.0078 is
       about one 8-bit colour level (2/256); for data on another scale, scale ``atol`` with it
       (data in [0, 1]: 0.0039; standardised data: about 0.0078 times its standard deviation).
-      ``rtol`` = 0.02 is the default from measurements on exact-score Gaussian mixtures
-      (``benchmarks/diffusion_quality.py``): in 1024-D it keeps each component's variance within
-      Monte-Carlo error (0.1-0.5 %) at 260 (VP) / 420 (VE) evaluations, against 1000 for
-      Euler-Maruyama; 0.05 halves the cost but shrinks the variances by 0.4-0.9 %.
-    - ``eps``: end time (default ``sde.eps``: 1e-3 VP / sub-VP, 1e-5 VE); ``h_init``: first step.
-    - ``denoise``: finish with Tweedie's formula x <- (x + sigma^2 s(x, eps)) / alpha, one more
-      score evaluation, which removes the noise left at ``eps``.
+      ``rtol`` defaults to 0.1 in signal-to-noise time and 0.02 in x, each chosen from
+      ``adaptive-sde bench gmm`` (exact-score Gaussian mixtures against 1000-step
+      Euler-Maruyama and k-diffusion's and diffusers' samplers; docs/benchmarks.md).
+    - ``eps``: end time (default ``sde.eps``: 1e-3 VP / sub-VP, 1e-5 VE); ``h_init``: the
+      first step (default 0.1 in lambda = log(alpha / sigma) in signal-to-noise time, 0.01 in t
+      in x).
+    - ``denoise``: finish with one more evaluation, the posterior mean D(x, eps) = E[x_0 | x_eps]
+      (Tweedie's formula), which removes the noise left at ``eps``.
     - ``generator``: an int or ``torch.Generator`` seeding the prior and the Brownian paths;
       ``sample_ids`` (B,) name the samples, so that sample i is the same in any batch.
     - ``progress``: a tqdm bar (time reached by the slowest sample, evaluations so far).
@@ -149,6 +155,8 @@ def sample(
     - ``dtype``: the solver's state; ``model_dtype``: the dtype x is handed to the score function
       in (``torch.float16`` / ``torch.bfloat16`` for a half-precision model; the score is cast
       back, so the solver's state and error estimate stay in ``dtype``).
+    - ``space``: ``"snr"`` (default) or ``"x"``, above. ``sync_every`` applies to ``"x"``; the
+      signal-to-noise-time loop reads the device once per pass.
 
     **Returns:** ``(x, stats)``: samples of shape ``shape`` and a :class:`SampleStats`.
     """
