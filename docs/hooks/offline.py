@@ -17,15 +17,13 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from mkdocs.exceptions import PluginError
-from mkdocs.structure.files import File, Files
+# mkdocs is imported where the build needs it: site_problems, the check, runs without it (tests).
 
 DEST = "assets/mathjax"
 COMPONENT = "tex-mml-chtml.js"
@@ -52,6 +50,8 @@ INSTALL = 'pip install -e ".[docs]"'
 
 def mathjax_root() -> Path:
     """The ``es5`` folder of the installed MathJax copy; a build error naming the fix if none."""
+    from mkdocs.exceptions import PluginError
+
     spec = importlib.util.find_spec("mathjax")
     locations = list(spec.submodule_search_locations or []) if spec else []
     for location in locations:
@@ -64,12 +64,9 @@ def mathjax_root() -> Path:
     )
 
 
-def mathjax_version() -> str:
-    package = mathjax_root().parent / "package.json"
-    return str(json.loads(package.read_text(encoding="utf-8")).get("version", "?"))
+def on_files(files: Any, config: Any, **kwargs: Any) -> Any:
+    from mkdocs.structure.files import File
 
-
-def on_files(files: Files, config: Any, **kwargs: Any) -> Files:
     root = mathjax_root()
     files.append(File.generated(config, f"{DEST}/{CONFIG}", content=MATHJAX_CONFIG))
     files.append(File.generated(config, f"{DEST}/{COMPONENT}", abs_src_path=str(root / COMPONENT)))
@@ -172,6 +169,8 @@ def site_problems(site_dir: str | Path) -> list[str]:
 
 
 def on_post_build(config: Any, **kwargs: Any) -> None:
+    from mkdocs.exceptions import PluginError
+
     problems = site_problems(config["site_dir"])
     if problems:
         raise PluginError(
