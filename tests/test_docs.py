@@ -9,7 +9,9 @@ skip, and the other tests run.
 from __future__ import annotations
 
 import html
+import importlib
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -260,3 +262,54 @@ def test_api_signatures_are_formatted(built_site: Path) -> None:
     ]
     assert max(map(len, lines)) <= 88  # mkdocs.yml's line_length, one parameter a line
     assert "    sample_ids: Tensor | None = None," in lines  # solve's, formatted by ruff
+
+
+# --- the benchmark plots at page width ----------------------------------------------------------
+
+PAGE_PX = 760  # the width of Material's content column, at its widest
+SMALLEST_TEXT_PX = 10
+
+
+def _numbers(value: Any) -> Any:
+    """A benchmark JSON's values as the run had them ("inf", "nan" back to floats)."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str) and value.lower() in {"inf", "-inf", "nan"}:
+        return float(value)
+    return value
+
+
+@pytest.mark.parametrize("name", ["analytic", "overhead"])
+def test_benchmark_plot_is_legible_at_page_width(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drawn from the committed results: shown at the page's width, the smallest text of the
+    figure is at least 10 px high, and the PNG has the pixels to show it sharply."""
+    matplotlib = pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    module = importlib.import_module(f"adaptive_sde._bench.{name}")
+    result = _numbers(json.loads((DOCS / "benchmarks" / f"{name}.json").read_text()))
+    figures: list[Any] = []
+    savefig = Figure.savefig
+
+    def keep(self: Any, *args: Any, **kwargs: Any) -> Any:
+        figures.append(self)
+        return savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    png = module.plot(result, tmp_path / f"{name}.png")
+    (figure,) = figures
+    width_in = figure.get_figwidth()
+    shown_px_per_in = min(PAGE_PX, width_in * figure.dpi) / width_in
+    sizes = [
+        t.get_fontsize() for t in figure.findobj(Text) if t.get_visible() and t.get_text().strip()
+    ]
+    assert sizes
+    smallest_px = min(sizes) / 72 * shown_px_per_in
+    assert smallest_px >= SMALLEST_TEXT_PX, f"{min(sizes)} pt is {smallest_px:.1f} px on the page"
+    assert width_in * figure.dpi >= PAGE_PX  # not blown up from a smaller bitmap
+    assert matplotlib.image.imread(png).shape[1] == round(width_in * figure.dpi)

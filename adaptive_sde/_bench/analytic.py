@@ -174,35 +174,78 @@ def tables(result: dict[str, Any], markdown: bool = False) -> list[tuple[str, st
     return out
 
 
+# The figure is drawn at the docs' page width (8 in, shown at about 760 px) and saved at 150 dpi,
+# so that its smallest text, 9 pt, is about 12 px on the page and sharp on a high-density screen.
+FIGURE_WIDTH = 8.0
+FIGURE_DPI = 150
+PANEL_COLUMNS = 3
+
+
 def plot(result: dict[str, Any], path: Path) -> Path:
-    """Strong error against evaluations per sample, one panel per problem."""
+    """Strong error against evaluations per sample, one panel per problem, three a row; the
+    legend fills a spare panel (below the grid when there is none). A method has one colour in
+    every panel; gtgf's lines are solid and thick, torchsde's dashed."""
     plt = pyplot()
     names = list(result["results"])
-    cols = min(len(names), 5)
+    methods = list(dict.fromkeys(m for name in names for m in result["results"][name]))
+    cols = min(len(names), PANEL_COLUMNS)
     rows = math.ceil(len(names) / cols)
+    spare = rows * cols - len(names)
+    panel = FIGURE_WIDTH / cols
     fig, axes = plt.subplots(
-        rows, cols, figsize=(3.2 * cols, 2.8 * rows + 0.6), dpi=72, squeeze=False
+        rows,
+        cols,
+        figsize=(FIGURE_WIDTH, 0.9 * panel * rows + (0 if spare else 0.9)),
+        dpi=FIGURE_DPI,
+        squeeze=False,
     )
     for ax, name in zip(axes.flat, names, strict=False):
-        for i, (method, points) in enumerate(result["results"][name].items()):
+        for method, points in result["results"][name].items():
             finite = [(n, e) for e, n in points if math.isfinite(e) and math.isfinite(n)]
             if finite:
                 n, e = zip(*sorted(finite), strict=True)
-                style = "-" if method.startswith("gtgf") else "--"
-                width = 2.0 if method.startswith("gtgf") else 1.0
-                ax.plot(n, e, style, marker=".", color=f"C{i}", lw=width, label=method)
-        ax.set(xscale="log", yscale="log", title=name)
-        ax.title.set_fontsize(9)
-        ax.tick_params(labelsize=7)
+                gtgf = method.startswith("gtgf")
+                ax.plot(
+                    n,
+                    e,
+                    "-" if gtgf else "--",
+                    marker=".",
+                    markersize=5 if gtgf else 4,
+                    color=f"C{methods.index(method)}",
+                    lw=2.2 if gtgf else 1.2,
+                    label=method,
+                )
+        ax.set(xscale="log", yscale="log")
+        ax.set_title(name, fontsize=10)
+        ax.tick_params(labelsize=9)
+        ax.grid(True, which="major", color="0.9", lw=0.6)
     for ax in axes.flat[len(names) :]:
         ax.axis("off")
-    for ax in axes[-1]:
-        ax.set_xlabel("evaluations per sample", fontsize=8)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("strong error", fontsize=8)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=8, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    for i, ax in enumerate(axes.flat[: len(names)]):
+        if i + cols >= len(names):  # the lowest panel of its column
+            ax.set_xlabel("evaluations per sample", fontsize=9)
+        if i % cols == 0:
+            ax.set_ylabel("strong error", fontsize=9)
+    labelled: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            labelled.setdefault(label, handle)
+    if spare:
+        legend_ax = axes.flat[len(names)]
+        legend_ax.legend(
+            labelled.values(), labelled.keys(), loc="center", fontsize=9, frameon=False
+        )
+        fig.tight_layout()
+    else:
+        fig.legend(
+            labelled.values(),
+            labelled.keys(),
+            loc="lower center",
+            ncol=4,
+            fontsize=9,
+            frameon=False,
+        )
+        fig.tight_layout(rect=(0, 0.9 / (0.9 * panel * rows + 0.9), 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return path
