@@ -194,18 +194,35 @@ class EDMSDE(ForwardSDE):
         return torch.exp(-lam.double())
 
 
+ZERO_SNR_ALPHA_BAR = 2.0**-24
+"""The final alpha-bar that stands in for 0 in a zero-terminal-SNR :class:`DiscreteVPSDE`."""
+
+
 class DiscreteVPSDE(ForwardSDE):
     """The VP SDE of a discrete-time DDPM schedule: alpha(t)^2 interpolates the model's
     cumulative products alpha-bar_k (log-linearly) at t = (k + 1) / N, k = 0 .. N-1, so a
     diffusers model trained on ``num_train_timesteps = N`` steps is sampled on its own schedule.
-    beta(t) = -d log alpha-bar / dt on each interval."""
+    beta(t) = -d log alpha-bar / dt on each interval.
+
+    A zero-terminal-SNR schedule (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample
+    Steps are Flawed"; diffusers' ``rescale_betas_zero_snr=True``) ends at alpha-bar = 0, where
+    x_T is pure noise and the prior is exactly N(0, I). Its logarithm, the half log-SNR and the
+    time of a given SNR would be infinite there, so the last value is replaced by
+    :data:`ZERO_SNR_ALPHA_BAR` = 2^-24 (diffusers' own stand-in in its Euler and DPM
+    schedulers), or half the one before it if that is smaller: the prior's variance is
+    1 - 2^-24, and every coefficient stays finite."""
 
     eps = 1e-3
 
     def __init__(self, alphas_cumprod: torch.Tensor, T: float = 1.0) -> None:
-        abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
+        abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten().clone()
+        if abar.numel() >= 2 and float(abar[-1]) == 0.0 and float(abar[-2]) > 0.0:
+            abar[-1] = min(ZERO_SNR_ALPHA_BAR, 0.5 * float(abar[-2]))
         if abar.numel() < 2 or not bool(((abar > 0) & (abar <= 1)).all()):
-            raise ValueError("alphas_cumprod must hold at least two values in (0, 1]")
+            raise ValueError(
+                "alphas_cumprod must hold at least two values in (0, 1] (the last may be 0, a "
+                "zero-terminal-SNR schedule)"
+            )
         if not bool((abar[1:] <= abar[:-1]).all()):
             raise ValueError("alphas_cumprod must be non-increasing")
         self.N = abar.numel()

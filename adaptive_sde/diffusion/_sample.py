@@ -11,9 +11,11 @@ model.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,8 +28,8 @@ from adaptive_sde._integrate import solve
 from adaptive_sde._solution import Result, Solution, SolveError, SolveStats, failure_message
 from adaptive_sde.diffusion._adapters import data_prediction_of
 from adaptive_sde.diffusion._forward import ForwardSDE
-from adaptive_sde.diffusion._reverse import ReverseSDE, ScoreCounter, ScoreFn
-from adaptive_sde.diffusion._snr import SNRSampler
+from adaptive_sde.diffusion._reverse import ReverseSDE, RowTracker, ScoreCounter, ScoreFn
+from adaptive_sde.diffusion._snr import AcceptHook, SNRSampler
 
 _PRIOR_TAG = 0x5052494F52215F5F  # "PRIOR!__"
 _EM_TAG = 0x45554C45524D4152  # "EULERMAR"
@@ -120,6 +122,9 @@ def sample(
     sync_every: int | None = None,
     model_dtype: torch.dtype | None = None,
     space: str = "snr",
+    model_kwargs: Mapping[str, Any] | None = None,
+    grad: bool = False,
+    on_accept: AcceptHook | None = None,
 ) -> tuple[torch.Tensor, SampleStats]:
     """Samples a score-based model with the adaptive Gotta-Go-Fast solver.
 
@@ -188,12 +193,17 @@ def sample(
             max_steps=max_steps,
             progress=progress,
             model_dtype=model_dtype,
+            model_kwargs=model_kwargs,
+            on_accept=on_accept,
         )
     h_init = _check_h_init(h_init, DEFAULT_H_INIT)
-    reverse = ReverseSDE(sde, score_fn, dims, model_dtype=model_dtype)
+    reverse = ReverseSDE(
+        sde, score_fn, dims, model_dtype=model_dtype, model_kwargs=model_kwargs, batch=batch
+    )
     y0 = x_T.reshape(batch, -1).to(dtype)
     ts = torch.tensor([0.0, sde.T - eps], dtype=torch.float64, device=y0.device)
-    bm = BrownianRegister(
+    # The tracker tells the reverse SDE which rows the solver evaluates, for model_kwargs.
+    bm = RowTracker(
         batch,
         y0.shape[1],
         seed=seed,
@@ -202,6 +212,7 @@ def sample(
         device=y0.device,
         time_dtype=torch.float64,
     )
+    reverse.tracker = bm
     try:
         solution = solve(
             reverse,
@@ -230,6 +241,7 @@ def sample(
             hint=None,
         )
         raise SolveError(message, error.solution) from None
+    reverse.tracker = None  # the denoising step evaluates the whole batch
     x = solution.ys[-1]
     evals = solution.stats.nfe.clone()
     if denoise:
@@ -262,10 +274,18 @@ def _sample_snr(
     max_steps: int,
     progress: bool,
     model_dtype: torch.dtype | None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    on_accept: AcceptHook | None = None,
 ) -> tuple[torch.Tensor, SampleStats]:
     """:func:`sample` in signal-to-noise time (:mod:`adaptive_sde.diffusion._snr`)."""
     batch = x_T.shape[0]
-    data = ScoreCounter(data_prediction_of(score_fn, sde), dims, model_dtype)
+    data = ScoreCounter(
+        data_prediction_of(score_fn, sde),
+        dims,
+        model_dtype,
+        model_kwargs=model_kwargs,
+        batch=batch,
+    )
     register = BrownianRegister(
         batch,
         x_T.shape[1],
@@ -284,6 +304,7 @@ def _sample_snr(
         h_init=h_init,
         max_steps=max_steps,
         progress=progress,
+        on_accept=on_accept,
     )
     result = sampler.run(x_T, eps)
     stats, x = result.stats, result.x
@@ -330,16 +351,44 @@ def sample_euler_maruyama(
     device: torch.device | str | None = None,
     x_T: torch.Tensor | None = None,
     model_dtype: torch.dtype | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    grad: bool = False,
 ) -> tuple[torch.Tensor, SampleStats]:
     """The reverse SDE with ``steps`` fixed Euler-Maruyama steps from T to ``eps`` (the paper's
-    reference at 1000 steps), then the same denoising step as :func:`sample`; ``model_dtype``
-    as there."""
+    reference at 1000 steps), then the same denoising step as :func:`sample`; ``model_dtype``,
+    ``model_kwargs`` and ``grad`` as there."""
     if steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps}")
     batch, dims, eps, seed, ids, x_T = _start(
         sde, shape, eps, generator, sample_ids, dtype, device, x_T
     )
-    reverse = ReverseSDE(sde, score_fn, dims, sde_type="ito", model_dtype=model_dtype)
+    reverse = ReverseSDE(
+        sde,
+        score_fn,
+        dims,
+        sde_type="ito",
+        model_dtype=model_dtype,
+        model_kwargs=model_kwargs,
+        batch=batch,
+    )
+    with _grad_mode(grad):
+        return _euler_maruyama(reverse, sde, x_T, dims, steps, eps, seed, ids, denoise, dtype)
+
+
+def _euler_maruyama(
+    reverse: ReverseSDE,
+    sde: ForwardSDE,
+    x_T: torch.Tensor,
+    dims: tuple[int, ...],
+    steps: int,
+    eps: float,
+    seed: int,
+    ids: torch.Tensor,
+    denoise: bool,
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, SampleStats]:
+    """:func:`sample_euler_maruyama` once the grad mode is set."""
+    batch = x_T.shape[0]
     keys = _random.stream_keys(seed, ids, _EM_TAG)
     y = x_T.reshape(batch, -1).to(dtype)
     h = (sde.T - eps) / steps
@@ -370,11 +419,16 @@ def sample_probability_flow(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     x_T: torch.Tensor | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[torch.Tensor, SampleStats]:
     """The probability-flow ODE solved adaptively by scipy's ``solve_ivp`` (RK45 with tolerances
-    1e-5, as Song et al. 2021), on the whole batch at once. Deterministic given the prior."""
+    1e-5, as Song et al. 2021), on the whole batch at once. Deterministic given the prior.
+    Always without autograd (scipy's solver cannot carry a graph: every evaluation runs under
+    ``torch.no_grad()``); ``model_kwargs`` as in :func:`sample`."""
     batch, dims, eps, _, _, x_T = _start(sde, shape, eps, generator, sample_ids, dtype, device, x_T)
-    flow = ReverseSDE(sde, score_fn, dims, probability_flow=True)
+    flow = ReverseSDE(
+        sde, score_fn, dims, probability_flow=True, model_kwargs=model_kwargs, batch=batch
+    )
     y0 = x_T.reshape(batch, -1).to(dtype)
 
     def rhs(s: float, flat: np.ndarray) -> np.ndarray:
@@ -440,6 +494,14 @@ def _start(
         bad = torch.nonzero(~torch.isfinite(x_T.reshape(batch, -1)).all(dim=1)).flatten()
         raise ValueError(f"x_T must be finite; samples {bad[:5].tolist()} hold NaN or infinity")
     return batch, dims, eps, seed, ids, x_T
+
+
+def _grad_mode(grad: bool) -> contextlib.AbstractContextManager[Any]:
+    """The caller's grad mode with ``grad=True`` (to differentiate the samples), else
+    ``torch.no_grad()``: sampling keeps no graph by default."""
+    if not isinstance(grad, bool):
+        raise TypeError(f"grad must be True or False, got {type(grad).__name__}")
+    return contextlib.nullcontext() if grad else torch.no_grad()
 
 
 def _generator_seed(generator: int | torch.Generator | None) -> int:

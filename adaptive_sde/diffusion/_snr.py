@@ -34,6 +34,7 @@ costs one evaluation, D(x_L): D_s did not change.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -52,6 +53,11 @@ RUNNING = -1
 _LANDING_SLACK = 0.01
 # The smallest step in lambda; below it a rejected step ends the sample (DT_MIN_REACHED).
 _H_FLOOR = 1e-10
+
+AcceptHook = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
+"""``on_accept(rows, lam, x, d)``: the batch indices of the rows that accepted a step, their new
+lambda (float64), their new states x (n, D) and the data prediction D(x_L, t) at the step's end
+(n, D), the sampler's freshest estimate of the clean sample."""
 
 
 def pair_step(
@@ -157,7 +163,11 @@ class SNRSampler:
     SDE), ``controller`` (its ``rtol``/``atol`` act on x), ``register`` (the Brownian register,
     queried in u), ``weights`` (``"trapezoid"`` or ``"exponential"``, see the module
     docstring), ``h_init`` (the first step in lambda), ``max_steps`` (attempts per sample),
-    ``progress``.
+    ``progress``, ``on_accept`` (an :data:`AcceptHook` called after every pass in which some
+    rows accepted a step, e.g. for k-diffusion's ``callback``; it costs a host read per pass).
+
+    ``data`` is called as ``data(x, t, rows)`` with ``rows`` the indices in the batch of the
+    rows of x (``None``: the whole batch), so that its ``model_kwargs`` follow the samples.
     """
 
     def __init__(
@@ -171,20 +181,23 @@ class SNRSampler:
         h_init: float = 0.1,
         max_steps: int = 100_000,
         progress: bool = False,
+        on_accept: AcceptHook | None = None,
     ) -> None:
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
         self.data, self.sde, self.controller, self.register = data, sde, controller, register
         self.weights, self.h_init, self.max_steps = weights, h_init, max_steps
         self.progress = progress
+        self.on_accept = on_accept
 
     def _coefficients(self, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """t, alpha and sigma at lambda (float64)."""
         t = self.sde.time_at(lam)
         return t, self.sde.alpha(t), self.sde.sigma(t)
 
-    def _predict(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.data(x, t.to(x.dtype))
+    def _predict(self, x: torch.Tensor, t: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        """D at the rows ``rows`` of the batch (``None``: all of it)."""
+        return self.data(x, t.to(x.dtype), rows)
 
     def run(self, x_T: torch.Tensor, eps: float) -> SNRResult:
         """Sample from the prior draws ``x_T`` (B, D) to time ``eps``; returns x at ``eps``."""
@@ -248,7 +261,8 @@ class SNRSampler:
         t_s, _, sigma_s = self._coefficients(s.lam)
         stale = torch.nonzero(s.stale).flatten()
         if stale.numel():  # D at states accepted last pass (every state at the start)
-            s.d = s.d.index_put((stale,), self._predict(s.x[stale], t_s[stale]))
+            where = stale if rows is None else rows[stale]  # their indices in the batch
+            s.d = s.d.index_put((stale,), self._predict(s.x[stale], t_s[stale], where))
             s.evals = s.evals.index_add(0, stale, torch.ones_like(stale))
             s.stale = torch.zeros_like(s.stale)
             evaluations += int(stale.numel())
@@ -266,7 +280,7 @@ class SNRSampler:
         db = self.register.increment(rows, s.u, u_t)
 
         x_low = pair_step(s.x, s.d, s.lam, lam_t, sigma_s, alpha_t, sigma_t, db)
-        d_low = self._predict(x_low, t_t)
+        d_low = self._predict(x_low, t_t, rows)
         evaluations += x_low.shape[0]
         if self.weights == "gaussian":
             c = alpha_t * gaussian_weight(s.u, u_t, d_low - s.d, db)
@@ -294,6 +308,8 @@ class SNRSampler:
         s.lam = torch.where(accept, lam_t, s.lam)
         s.u = torch.where(accept, u_t, s.u)
         s.h = h_next
+        if self.on_accept is not None:
+            self._report(rows, accept, s, d_low)
         done = accept & (u_t == u_end)
         code = torch.full_like(s.status, RUNNING)
         code = torch.where(
@@ -305,3 +321,13 @@ class SNRSampler:
         code = torch.where(~start_finite, Result.NONFINITE, code)
         s.status = torch.where(done, Result.SUCCESS, code)
         return evaluations
+
+    def _report(
+        self, rows: torch.Tensor | None, accept: torch.Tensor, s: _Rows, d_low: torch.Tensor
+    ) -> None:
+        """Calls ``on_accept`` with the rows of this pass that accepted (if any)."""
+        assert self.on_accept is not None
+        took = torch.nonzero(accept).flatten()
+        if took.numel():
+            where = took if rows is None else rows[took]
+            self.on_accept(where, s.lam[took], s.x[took], d_low[took])
