@@ -434,37 +434,53 @@ def tables(result: dict[str, Any], markdown: bool = False) -> list[tuple[str, st
     return out
 
 
+PLOTTED = (
+    "gtgf snr",
+    "gtgf x-space",
+    "dpm_adaptive eta=1",
+    "dpm_adaptive eta=0",
+    "dpmpp_2m_sde",
+    baselines.DIFFUSERS_SAMPLER,
+    "euler-maruyama",
+)
+
+
 def plot(result: dict[str, Any], path: Path) -> Path:
-    """Variance error and NLL gap against evaluations per sample, one column per setting; the
-    shaded band is the Monte-Carlo floor (exact against exact)."""
+    """Variance error and |NLL gap| against evaluations per sample, one row per setting (so the
+    figure stays legible at page width); the shaded band is the Monte-Carlo floor (exact against
+    exact), the dashed line 1000-step Euler-Maruyama's value."""
     plt = pyplot()
     settings = result["results"]
     fig, axes = plt.subplots(
-        2, len(settings), figsize=(2.9 * len(settings), 5.6), dpi=72, squeeze=False
+        len(settings), 2, figsize=(9, 2.3 * len(settings) + 0.8), dpi=100, squeeze=False
     )
-    for col, r in enumerate(settings):
-        for row, key in enumerate(("variance_error", "nll_gap")):
+    for row, r in enumerate(settings):
+        reference = next(
+            p for p in r["rows"] if p["sampler"] == "euler-maruyama" and p["setting"] == "N=1000"
+        )
+        for col, key in enumerate(("variance_error", "nll_gap")):
             ax = axes[row, col]
-            for i, sampler in enumerate(SAMPLERS):
-                points = sorted((p["evals"], p[key]) for p in r["rows"] if p["sampler"] == sampler)
+            for i, sampler in enumerate(PLOTTED):
+                points = sorted(
+                    (p["evals"], abs(p[key])) for p in r["rows"] if p["sampler"] == sampler
+                )
                 if points:
                     n, v = zip(*points, strict=True)
-                    ax.plot(n, v, marker=".", color=f"C{i}", label=sampler)
-            ax.axhspan(-abs(r["floor"][key]), abs(r["floor"][key]), color="0.85")
+                    ax.plot(n, v, marker="o", markersize=3, color=f"C{i}", label=sampler)
+            floor = abs(r["floor"][key])
+            ax.axhspan(0, floor, color="0.88")
+            ax.axhline(abs(reference[key]), color="0.3", linestyle="--", linewidth=0.8)
             ax.set_xscale("log")
             # linear within the floor, logarithmic beyond: differences below the Monte-Carlo
             # floor are noise, those above it span decades
-            ax.set_yscale("symlog", linthresh=max(abs(r["floor"][key]), 1e-4))
-            ax.tick_params(labelsize=7)
-            if row == 0:
-                ax.set_title(r["name"], fontsize=9)
-            else:
-                ax.set_xlabel("evaluations per sample", fontsize=8)
-            if col == 0:
-                ax.set_ylabel(key.replace("_", " "), fontsize=8)
+            ax.set_yscale("symlog", linthresh=max(floor, 1e-4))
+            ax.tick_params(labelsize=8)
+            ax.set_title(f"{r['name']}: {key.replace('_', ' ')}", fontsize=9)
+            if row == len(settings) - 1:
+                ax.set_xlabel("evaluations per sample", fontsize=9)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / (2.3 * len(settings) + 0.8)))
     fig.savefig(path)
     plt.close(fig)
     return path
