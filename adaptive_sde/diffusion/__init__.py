@@ -2,6 +2,7 @@
 
 from adaptive_sde.diffusion._adapters import (
     ModelAdapter,
+    classifier_free_guidance,
     ddpm_schedule,
     score_from_data,
     score_from_denoiser,
@@ -18,6 +19,7 @@ from adaptive_sde.diffusion._forward import (
     ForwardSDE,
     SubVPSDE,
 )
+from adaptive_sde.diffusion._kdiffusion import sample_gtgf
 from adaptive_sde.diffusion._mixture import GaussianMixture, Spread, component_spread
 from adaptive_sde.diffusion._reverse import ReverseSDE
 from adaptive_sde.diffusion._sample import (
@@ -40,11 +42,13 @@ __all__ = [
     "SampleStats",
     "Spread",
     "SubVPSDE",
+    "classifier_free_guidance",
     "component_spread",
     "ddpm_schedule",
     "prior_sample",
     "sample",
     "sample_euler_maruyama",
+    "sample_gtgf",
     "sample_probability_flow",
     "score_from_data",
     "score_from_denoiser",

@@ -162,11 +162,78 @@ def sample(
       back, so the solver's state and error estimate stay in ``dtype``).
     - ``space``: ``"snr"`` (default) or ``"x"``, above. ``sync_every`` applies to ``"x"``; the
       signal-to-noise-time loop reads the device once per pass.
+    - ``model_kwargs``: keyword arguments of the score function (``encoder_hidden_states``,
+      ``class_labels``, ...). Every tensor whose first dimension is the batch size is restricted
+      to the rows being evaluated (per-sample steps evaluate only the samples still running),
+      so that sample i always sees row i; other values pass unchanged. With the adapters
+      (``score_from_noise``, ``score_from_diffusers``, ...) they reach the model.
+    - ``grad``: keep the autograd graph (to differentiate the samples); by default the sampler
+      runs under ``torch.no_grad()``, as diffusers' pipelines do, which saves the memory of every
+      activation of every model call.
+    - ``on_accept(rows, lam, x, d)``: with ``space="snr"``, called after every pass in which some
+      samples accepted a step (see :data:`adaptive_sde.diffusion._snr.AcceptHook`).
 
     **Returns:** ``(x, stats)``: samples of shape ``shape`` and a :class:`SampleStats`.
     """
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+    if on_accept is not None and space != "snr":
+        raise ValueError("on_accept needs space='snr'")
+    with _grad_mode(grad):
+        return _sample(
+            score_fn,
+            sde,
+            shape,
+            rtol=rtol,
+            atol=atol,
+            eps=eps,
+            h_init=h_init,
+            denoise=denoise,
+            generator=generator,
+            sample_ids=sample_ids,
+            progress=progress,
+            per_sample=per_sample,
+            max_steps=max_steps,
+            dtype=dtype,
+            device=device,
+            x_T=x_T,
+            norm=norm,
+            tolerance=tolerance,
+            sync_every=sync_every,
+            model_dtype=model_dtype,
+            space=space,
+            model_kwargs=model_kwargs,
+            on_accept=on_accept,
+        )
+
+
+def _sample(
+    score_fn: ScoreFn,
+    sde: ForwardSDE,
+    shape: Sequence[int],
+    *,
+    rtol: float | None,
+    atol: float,
+    eps: float | None,
+    h_init: float | None,
+    denoise: bool,
+    generator: int | torch.Generator | None,
+    sample_ids: torch.Tensor | None,
+    progress: bool,
+    per_sample: bool,
+    max_steps: int,
+    dtype: torch.dtype,
+    device: torch.device | str | None,
+    x_T: torch.Tensor | None,
+    norm: str,
+    tolerance: str,
+    sync_every: int | None,
+    model_dtype: torch.dtype | None,
+    space: str,
+    model_kwargs: Mapping[str, Any] | None,
+    on_accept: AcceptHook | None,
+) -> tuple[torch.Tensor, SampleStats]:
+    """:func:`sample` once the grad mode is set."""
     batch, dims, eps, seed, ids, x_T = _start(
         sde, shape, eps, generator, sample_ids, dtype, device, x_T
     )
