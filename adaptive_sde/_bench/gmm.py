@@ -451,9 +451,8 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     exact), the dashed line 1000-step Euler-Maruyama's value."""
     plt = pyplot()
     settings = result["results"]
-    fig, axes = plt.subplots(
-        len(settings), 2, figsize=(9, 2.3 * len(settings) + 0.8), dpi=100, squeeze=False
-    )
+    height = 2.4 * len(settings) + 0.9
+    fig, axes = plt.subplots(len(settings), 2, figsize=(8, height), dpi=150, squeeze=False)
     for row, r in enumerate(settings):
         reference = next(
             p for p in r["rows"] if p["sampler"] == "euler-maruyama" and p["setting"] == "N=1000"
@@ -474,13 +473,13 @@ def plot(result: dict[str, Any], path: Path) -> Path:
             # linear within the floor, logarithmic beyond: differences below the Monte-Carlo
             # floor are noise, those above it span decades
             ax.set_yscale("symlog", linthresh=max(floor, 1e-4))
-            ax.tick_params(labelsize=8)
-            ax.set_title(f"{r['name']}: {key.replace('_', ' ')}", fontsize=9)
+            ax.tick_params(labelsize=9)
+            ax.set_title(f"{r['name']}: {key.replace('_', ' ')}", fontsize=10)
             if row == len(settings) - 1:
-                ax.set_xlabel("evaluations per sample", fontsize=9)
+                ax.set_xlabel("evaluations per sample", fontsize=10)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / (2.3 * len(settings) + 0.8)))
+    fig.legend(handles, labels, loc="upper center", ncol=3, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / height))
     fig.savefig(path)
     plt.close(fig)
     return path
