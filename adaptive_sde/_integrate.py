@@ -87,8 +87,9 @@ def solve(
       ``max(atol, rtol * max(|y_em_prev|, |y_em|))``; ``"conventional"`` is
       ``atol + rtol * max(|y|, |y_next|)``.
     - ``dt0``: the first step (default ``(ts[-1] - ts[0]) / 100``), a number or a tensor of shape
-      (batch,) with one first step per sample (such as ``Solution.dt_next`` of an earlier solve);
-      with ``adaptive=False`` the fixed step.
+      (batch,) with one first step per sample (such as ``Solution.dt_next`` of an earlier solve;
+      with ``per_sample=False`` the batch starts with the smallest of them); with
+      ``adaptive=False`` the fixed step.
     - ``bm``: the Brownian motion: ``None`` (a :class:`~adaptive_sde.BrownianRegister` seeded by
       ``seed``), a ``BrownianRegister``, or a torchsde ``BrownianInterval`` / ``BrownianTree`` /
       ``BrownianPath`` (only with ``per_sample=False``, as it has one time grid).
@@ -142,6 +143,8 @@ def solve(
     check_seed(seed)
     span = float(ts[-1] - ts[0])
     h = _first_steps(dt0, span, batch, ts)
+    if not per_sample:
+        h = h.min().expand(batch).clone()  # one grid for the batch: the smallest first step
     max_steps = check_count("max_steps", max_steps)
     if sync_every is not None:
         sync_every = check_count("sync_every", sync_every)

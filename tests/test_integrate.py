@@ -361,3 +361,19 @@ def test_an_exhausted_step_budget_says_how_far_the_sample_got():
     pattern = rf"sample 0: MAX_STEPS_REACHED at t=2\.0\d* \({math.floor(reached * 10) / 10:g}% "
     assert re.search(pattern + r"of the way from 2 to 3\)", str(info.value)), str(info.value)
     assert "raise max_steps" in str(info.value)
+
+
+def test_first_steps_per_sample_on_a_shared_grid_start_it_with_the_smallest():
+    # Found by tests/test_fuzz.py: one first step per row split the "shared" grid (the SDE was
+    # handed row 0's time for every row), and a torchsde path was queried backwards.
+    dt0 = torch.tensor([0.1, 0.01, 0.05], dtype=torch.float64)
+    bm = torchsde.BrownianInterval(t0=0.0, t1=1.0, size=(3, 1), dtype=torch.float64, entropy=0)
+    for path in (None, bm):
+        sde = Recording(GBM_ITO.make_sde())
+        sol = adaptive_sde.solve(
+            sde, GBM_ITO.initial(3), TS, dt0=dt0, bm=path, per_sample=False, seed=0, rtol=0.05
+        )
+        first = sde.calls[0][0]
+        assert float(first) == 0.0 and float(sde.calls[1][0]) == pytest.approx(0.01)
+        for values in (sol.stats.dt_smallest, sol.stats.dt_largest, sol.stats.nfe, sol.dt_next):
+            assert torch.all(values == values[0])
