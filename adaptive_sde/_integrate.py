@@ -75,9 +75,11 @@ def solve(
 
     - ``sde``: a torchsde-style SDE: ``noise_type`` in ``"diagonal" | "additive" | "scalar" |
       "general"``, ``sde_type`` in ``"ito" | "stratonovich"``, and ``f`` and ``g`` (or
-      ``f_and_g``, or ``g_prod`` / ``f_and_g_prod``). With ``per_sample=True`` it receives ``t`` as
-      a tensor of shape (n, 1), one time per row, and must treat rows independently (it may be
-      called on a subset of rows); with ``per_sample=False``, ``t`` is a 0-d tensor.
+      ``f_and_g``, or ``g_prod`` / ``f_and_g_prod``), answering in ``y``'s dtype. A ``g``
+      declared additive is checked not to depend on ``y`` (a ``ValueError`` if it does). With
+      ``per_sample=True`` it receives ``t`` as a tensor of shape (n, 1), one time per row, and
+      must treat rows independently (it may be called on a subset of rows); with
+      ``per_sample=False``, ``t`` is a 0-d tensor.
     - ``y0``: the initial state, shape (batch, d), finite, float32 or float64.
     - ``ts``: output times, 1-D and strictly increasing; the solve starts at ``ts[0]`` and every
       output is computed by a step that ends exactly there (no interpolation).
@@ -92,8 +94,11 @@ def solve(
       ``adaptive=False`` the fixed step.
     - ``bm``: the Brownian motion: ``None`` (a :class:`~adaptive_sde.BrownianRegister` seeded by
       ``seed``), a ``BrownianRegister``, or a torchsde ``BrownianInterval`` / ``BrownianTree`` /
-      ``BrownianPath`` (only with ``per_sample=False``, as it has one time grid).
-    - ``seed``: an ``int`` or ``torch.Generator`` for the default register.
+      ``BrownianPath`` (only with ``per_sample=False``, as it has one time grid; it must cover
+      ``ts``).
+    - ``seed``: an ``int`` in [0, 2**64) or a ``torch.Generator``, for the default register and
+      Roberts' signs. ``None``: one draw from PyTorch's generator, except with a torchsde ``bm``,
+      whose path then seeds the signs (the solution is a function of the given path).
     - ``sample_ids``: the ids of the rows for the default register, shape (batch,) (default
       ``arange(batch)``): a sample's Brownian path and signs depend only on ``(seed, id)``, so
       a large ensemble can be solved in pieces (:mod:`adaptive_sde.distributed`) with the

@@ -11,7 +11,15 @@ import torch
 
 
 class Result(enum.IntEnum):
-    """Why a sample's solve ended. Everything but ``SUCCESS`` is a failure."""
+    """Why a sample's solve ended. Everything but ``SUCCESS`` is a failure.
+
+    ``MAX_STEPS_REACHED``: the step budget ran out. ``DT_MIN_REACHED``: after a rejection the
+    step fell below ``dt_min`` or the time's resolution. ``NONFINITE``: the drift or diffusion
+    was not finite, and no smaller step helped. ``NO_PROGRESS``: a step could not move the time
+    (``t + h`` rounds to ``t``), so no step of that size ever would. ``BATCH_STOPPED``: on a
+    shared time grid (``per_sample=False``), the sample met its tolerance but stopped with the
+    grid when another sample failed.
+    """
 
     SUCCESS = 0
     MAX_STEPS_REACHED = 1
@@ -146,11 +154,12 @@ def failure_message(
 ) -> str:
     """A message naming the failed samples, where they stopped and what to change.
 
-    Samples are listed root cause first: a sample's own failure (non-finite values first) before
-    the samples that a shared time grid stopped with it; each code's advice is given once. ``to_time`` maps the solver's time to
-    the one the caller's users know (the diffusion sampler's forward time, for one); ``advice``
-    overrides the advice of some result codes; ``span`` is the solve's ``(start, end)`` in the
-    solver's time, to say how far each sample got."""
+    Samples are listed root cause first: a sample's own failure (non-finite values first)
+    before the samples that a shared time grid stopped with it; each code's advice is given
+    once. ``to_time`` maps the solver's time to the one the caller's users know (the diffusion
+    sampler's forward time, for one); ``advice`` overrides the advice of some result codes;
+    ``span`` is the solve's ``(start, end)`` in the solver's time, to say how far each sample
+    got."""
     codes = stats.result.tolist()
     failed = [i for i, code in enumerate(codes) if code != Result.SUCCESS]
     failed.sort(key=lambda i: _ROOT_CAUSE_FIRST.get(Result(codes[i]), len(_ROOT_CAUSE_FIRST)))
@@ -178,5 +187,6 @@ def _progress(t: float, span: tuple[float, float] | None, to_time: Callable[[flo
         return ""
     start, end = span
     done = 100.0 * (t - start) / (end - start) if end != start else 100.0
-    done = math.floor(done * 10) / 10  # never rounded up to 100% short of the end
-    return f" ({done:g}% of the way from {to_time(start):.8g} to {to_time(end):.8g})"
+    # Two digits, but never rounded up to 100% short of the end.
+    share = f"{math.floor(done * 10) / 10:g}" if done >= 99 else f"{done:.2g}"
+    return f" ({share}% of the way from {to_time(start):.8g} to {to_time(end):.8g})"

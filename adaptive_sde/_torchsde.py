@@ -12,12 +12,15 @@ torchsde's arguments map onto the method:
   accepted whatever its error (a warning says how many were).
 - ``adaptive``: ignored. The method is adaptive by nature; torchsde's default
   ``adaptive=False`` does not turn it into a fixed-step method (``fixed_steps`` does).
-- ``bm``: honoured: the solution is a function of that path. Without ``bm``, torchsde makes a
-  ``BrownianInterval``; with ``options={"per_sample": True}`` the library's per-sample
-  :class:`~adaptive_sde.BrownianRegister` replaces it (rows must then be independent).
+- ``bm``: honoured: the solution is a function of that path (without a ``seed`` option,
+  Roberts' signs are seeded from the path too), and the path must cover ``ts``. Without ``bm``,
+  torchsde makes a ``BrownianInterval``; with ``options={"per_sample": True}`` the library's
+  per-sample :class:`~adaptive_sde.BrownianRegister` replaces it (rows must then be
+  independent).
 - ``extra=True`` returns ``extra_solver_state = (dt_next,)``, each sample's next step, which
   ``extra_solver_state=`` takes back to continue a solve.
-- ``options``: the method's settings, see :data:`OPTIONS`; an unknown key is an error.
+- ``options``: the method's settings, see :data:`OPTIONS`; an unknown key is an error, and so
+  is a value of the wrong type (``{"per_sample": "no"}`` is a ``TypeError``, not a truthy value).
 
 Statistics without global state: ``options={"stats_callback": fn}`` calls ``fn`` with the
 :class:`~adaptive_sde.SolveStats` of every solve (for ``sdeint_adjoint``, pass it in
@@ -51,7 +54,8 @@ SUPPORTED_TORCHSDE = ((0, 2, 6), (0, 3, 0))  # >= 0.2.6, < 0.3
 OPTIONS: dict[str, str] = {
     "per_sample": "bool, default False: every sample takes its own steps (rows must be "
     "independent; needs the default bm)",
-    "seed": "int or torch.Generator: seeds Roberts' signs, and the per-sample register",
+    "seed": "int in [0, 2**64) or torch.Generator: seeds Roberts' signs, and the per-sample "
+    "register (default: derived from bm)",
     "fixed_steps": "bool, default False: fixed steps of dt (for order studies)",
     "tolerance": '"conventional" (default here) or "paper"',
     "norm": '"rms" (default), "max" or "l2"',
