@@ -254,11 +254,11 @@ def _signs_seed(
     if isinstance(brownian, BrownianRegister):
         return brownian.seed
     if seed is None and isinstance(brownian, TorchsdeBrownian):
-        return _seed_of_path(brownian.bm, ts)
+        return seed_of_path(brownian.bm, ts)
     return resolve_seed(seed)
 
 
-def _seed_of_path(bm: Any, ts: torch.Tensor) -> int:
+def seed_of_path(bm: Any, ts: torch.Tensor) -> int:
     """A seed that is a function of a torchsde Brownian motion: its entropy where torchsde keeps
     one (``BrownianInterval``, and the ``BrownianTree`` / ``BrownianPath`` /
     ``ReverseBrownian`` built on one), else a hash of its increment over ``ts``."""

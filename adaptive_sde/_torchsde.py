@@ -29,6 +29,7 @@ Statistics without global state: ``options={"stats_callback": fn}`` calls ``fn``
 
 from __future__ import annotations
 
+import struct
 import sys
 import warnings
 from collections.abc import Callable
@@ -43,7 +44,9 @@ from torchsde._core import sdeint as torchsde_sdeint
 from torchsde._core.adjoint_sde import AdjointSDE
 from torchsde.settings import LEVY_AREA_APPROXIMATIONS, METHODS, NOISE_TYPES, SDE_TYPES
 
-from adaptive_sde._integrate import solve
+from adaptive_sde._brownian import resolve_seed
+from adaptive_sde._integrate import seed_of_path, solve
+from adaptive_sde._random import mix64_int
 from adaptive_sde._sde import SDEAdapter
 from adaptive_sde._solution import Solution, SolveError
 from adaptive_sde._validation import check_positive, check_real, check_seed
@@ -210,11 +213,21 @@ class GottaGoFastSolver(base_solver.BaseSDESolver):
             adaptive=False,
             per_sample=False,
             bm=self.bm,
-            seed=self.options.get("seed"),
+            seed=self._step_seed(ts),
             extrapolate=self.options.get("extrapolate", True),
             decouple_signs=self.options.get("decouple_signs"),
         )
         return solution.ys[-1], extra0
+
+    def _step_seed(self, ts: torch.Tensor) -> int:
+        """The signs' seed of one step of :meth:`step`: the solve's seed (or the path's) mixed
+        with the step's start, so that successive steps draw independent Roberts signs (each
+        step is a solve of its own, whose sign counters start at zero) and a repeated step
+        draws the same."""
+        seed = self.options.get("seed")
+        base = resolve_seed(seed) if seed is not None else seed_of_path(self.bm, ts)
+        (start_bits,) = struct.unpack("<Q", struct.pack("<d", float(ts[0])))
+        return mix64_int(base ^ mix64_int(start_bits))
 
     def _adapter(self, y0: torch.Tensor) -> SDEAdapter:
         # torchsde's adjoint SDE defines g and f_and_g only to raise: it really provides these.

@@ -607,3 +607,35 @@ def test_every_kind_of_torchsde_path_seeds_the_signs_deterministically(kind):
     first = torchsde.sdeint(GBM_ITO.make_sde(), y0, TS, **kwargs)
     again = torchsde.sdeint(GBM_ITO.make_sde(), y0, TS, **kwargs)
     torch.testing.assert_close(again, first, rtol=0, atol=0)
+
+
+def test_successive_single_steps_draw_independent_signs(monkeypatch):
+    # Each step() is a solve of its own whose sign counters start at zero: with one seed for
+    # every step (the path's, or options' seed), every step would draw the same signs.
+    seeds = []
+    original = adaptive_sde._integrate.RobertsSigns
+
+    def recording(seed, *args, **kwargs):
+        seeds.append(seed)
+        return original(seed, *args, **kwargs)
+
+    monkeypatch.setattr(adaptive_sde._integrate, "RobertsSigns", recording)
+    for options in ({}, {"seed": 5}):
+        solver = torchsde_methods.select("gtgf", "ito")(
+            sde=torchsde._core.base_sde.ForwardSDE(GBM_ITO.make_sde()),
+            bm=brownian_interval(4, 1),
+            dt=0.1,
+            adaptive=False,
+            rtol=0.01,
+            atol=0.001,
+            dt_min=1e-5,
+            options=options,
+        )
+        y = GBM_ITO.initial(4)
+        times = [torch.tensor(t, dtype=torch.float64) for t in (0.0, 0.1, 0.2)]
+        first = solver.step(times[0], times[1], y, ())[0]
+        solver.step(times[1], times[2], first, ())
+        again = solver.step(times[0], times[1], y, ())[0]
+        torch.testing.assert_close(again, first, rtol=0, atol=0)  # a repeated step repeats
+    assert seeds[0] != seeds[1] and seeds[0] == seeds[2]
+    assert seeds[3] != seeds[4] and seeds[3] == seeds[5]
