@@ -245,3 +245,20 @@ def test_final_prediction_that_is_not_finite_is_an_error():
         sample(score, sde, (4, 2), generator=0)
     with pytest.raises(adaptive_sde.SolveError, match="not finite"):
         sample(score, sde, (4, 2), generator=0, space="x")
+
+
+def test_blocks_of_passes_between_host_reads_give_the_same_samples():
+    # sync_every > 1: finished rows are frozen inside a block, and D at each start is evaluated
+    # again (two evaluations per attempt); the decisions, hence the samples, are the same.
+    sde, n = VPSDE(), 48
+    x, stats = sample(RING.score_fn(sde), sde, (n, 2), generator=4, dtype=torch.float64)
+    for k in (3, 8):
+        other, other_stats = sample(
+            RING.score_fn(sde), sde, (n, 2), generator=4, dtype=torch.float64, sync_every=k
+        )
+        torch.testing.assert_close(other, x, rtol=1e-9, atol=1e-12)
+        assert torch.equal(other_stats.solve.num_steps, stats.solve.num_steps)
+        want = 2 * other_stats.solve.num_steps + 1  # + the final denoising step
+        assert torch.equal(other_stats.score_evals, want)
+    with pytest.raises(ValueError, match="sync_every must be a positive integer"):
+        sample(RING.score_fn(sde), sde, (4, 2), generator=0, sync_every=0)

@@ -160,8 +160,10 @@ def sample(
     - ``dtype``: the solver's state; ``model_dtype``: the dtype x is handed to the score function
       in (``torch.float16`` / ``torch.bfloat16`` for a half-precision model; the score is cast
       back, so the solver's state and error estimate stay in ``dtype``).
-    - ``space``: ``"snr"`` (default) or ``"x"``, above. ``sync_every`` applies to ``"x"``; the
-      signal-to-noise-time loop reads the device once per pass.
+    - ``space``: ``"snr"`` (default) or ``"x"``, above. With ``sync_every > 1`` the
+      signal-to-noise-time sampler evaluates D at every attempt's start again (choosing the
+      rows that need it would read the device): two evaluations per attempt instead of one per
+      rejection.
     - ``model_kwargs``: keyword arguments of the score function (``encoder_hidden_states``,
       ``class_labels``, ...). Every tensor whose first dimension is the batch size is restricted
       to the rows being evaluated (per-sample steps evaluate only the samples still running),
@@ -262,6 +264,7 @@ def _sample(
             model_dtype=model_dtype,
             model_kwargs=model_kwargs,
             on_accept=on_accept,
+            sync_every=_sync_every(sync_every, x_T.device),
         )
     h_init = _check_h_init(h_init, DEFAULT_H_INIT)
     reverse = ReverseSDE(
@@ -343,6 +346,7 @@ def _sample_snr(
     model_dtype: torch.dtype | None,
     model_kwargs: Mapping[str, Any] | None = None,
     on_accept: AcceptHook | None = None,
+    sync_every: int = 1,
 ) -> tuple[torch.Tensor, SampleStats]:
     """:func:`sample` in signal-to-noise time (:mod:`adaptive_sde.diffusion._snr`)."""
     batch = x_T.shape[0]
@@ -372,6 +376,7 @@ def _sample_snr(
         max_steps=max_steps,
         progress=progress,
         on_accept=on_accept,
+        sync_every=sync_every,
     )
     result = sampler.run(x_T, eps)
     stats, x = result.stats, result.x
@@ -577,6 +582,16 @@ def _generator_seed(generator: int | torch.Generator | None) -> int:
         return resolve_seed(generator)
     except (TypeError, ValueError) as error:
         raise type(error)(str(error).replace("seed", "generator", 1)) from None
+
+
+def _sync_every(sync_every: int | None, device: torch.device) -> int:
+    """Passes between host reads: 1 on the CPU (a read costs nothing, and each saved evaluation
+    counts), 8 elsewhere (a read stalls the device's queue); as :func:`adaptive_sde.solve`."""
+    if sync_every is None:
+        return 1 if device.type == "cpu" else 8
+    if isinstance(sync_every, bool) or not isinstance(sync_every, int) or sync_every < 1:
+        raise ValueError(f"sync_every must be a positive integer, got {sync_every!r}")
+    return sync_every
 
 
 def _check_h_init(h_init: float | None, default: float) -> float:

@@ -164,7 +164,15 @@ class SNRSampler:
     queried in u), ``weights`` (``"trapezoid"`` or ``"exponential"``, see the module
     docstring), ``h_init`` (the first step in lambda), ``max_steps`` (attempts per sample),
     ``progress``, ``on_accept`` (an :data:`AcceptHook` called after every pass in which some
-    rows accepted a step, e.g. for k-diffusion's ``callback``; it costs a host read per pass).
+    rows accepted a step, e.g. for k-diffusion's ``callback``; it costs a host read per pass),
+    ``sync_every`` (passes between host reads, as in :func:`adaptive_sde.solve`).
+
+    With ``sync_every = 1`` (the CPU default) each pass reads the device to evaluate D only at
+    the states accepted last pass, so a rejected attempt costs one evaluation. With
+    ``sync_every > 1`` (other devices) choosing those rows would read the device, so every
+    attempt evaluates D at its start again (two evaluations per attempt, as the pair in x), and
+    rows that finish inside a block of passes are frozen: they take zero-length steps whose
+    results and evaluations do not count in their statistics.
 
     ``data`` is called as ``data(x, t, rows)`` with ``rows`` the indices in the batch of the
     rows of x (``None``: the whole batch), so that its ``model_kwargs`` follow the samples.
@@ -182,6 +190,7 @@ class SNRSampler:
         max_steps: int = 100_000,
         progress: bool = False,
         on_accept: AcceptHook | None = None,
+        sync_every: int = 1,
     ) -> None:
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
@@ -189,6 +198,7 @@ class SNRSampler:
         self.weights, self.h_init, self.max_steps = weights, h_init, max_steps
         self.progress = progress
         self.on_accept = on_accept
+        self.sync_every = sync_every
 
     def _coefficients(self, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """t, alpha and sigma at lambda (float64)."""
@@ -229,13 +239,18 @@ class SNRSampler:
         evaluations = 0
         try:
             while True:
+                # The one host read of a block of passes; the running rows are gathered by a
+                # stable sort on the device, since nonzero would be a second read.
                 running = s.status == RUNNING
                 n = int(running.sum())
                 if n == 0:
                     break
-                rows = None if n == batch else torch.nonzero(running).flatten()
+                rows = None
+                if n < batch:
+                    rows = torch.argsort((~running).to(torch.uint8), stable=True)[:n]
                 part = s.take(rows)
-                evaluations += self._attempt(part, rows, lam_end, u_end)
+                for _ in range(self.sync_every):
+                    evaluations += self._attempt(part, rows, lam_end, u_end)
                 s.put(rows, part)
                 meter.update(s.lam, evaluations)
         finally:
@@ -258,14 +273,20 @@ class SNRSampler:
     def _attempt(self, s: _Rows, rows: torch.Tensor | None, lam_end: float, u_end: float) -> int:
         """One attempted step for the rows of ``s`` (updated in place); returns evaluations."""
         evaluations = 0
+        live = s.status == RUNNING  # the others finished earlier in this block: frozen
         t_s, _, sigma_s = self._coefficients(s.lam)
-        stale = torch.nonzero(s.stale).flatten()
-        if stale.numel():  # D at states accepted last pass (every state at the start)
-            where = stale if rows is None else rows[stale]  # their indices in the batch
-            s.d = s.d.index_put((stale,), self._predict(s.x[stale], t_s[stale], where))
-            s.evals = s.evals.index_add(0, stale, torch.ones_like(stale))
-            s.stale = torch.zeros_like(s.stale)
-            evaluations += int(stale.numel())
+        if self.sync_every == 1:
+            stale = torch.nonzero(s.stale).flatten()
+            if stale.numel():  # D at states accepted last pass (every state at the start)
+                where = stale if rows is None else rows[stale]  # their indices in the batch
+                s.d = s.d.index_put((stale,), self._predict(s.x[stale], t_s[stale], where))
+                s.evals = s.evals.index_add(0, stale, torch.ones_like(stale))
+                evaluations += int(stale.numel())
+        else:
+            s.d = self._predict(s.x, t_s, rows)
+            s.evals = s.evals + live.to(torch.int64)
+            evaluations += s.x.shape[0]
+        s.stale = torch.zeros_like(s.stale)
         start_finite = torch.isfinite(s.d).all(dim=1)
 
         # The proposal, clipped to land exactly on the end and on pending Brownian breakpoints
@@ -274,6 +295,7 @@ class SNRSampler:
         reach = s.u * torch.exp(2 * (1 + _LANDING_SLACK) * s.h)
         clipped = reach >= limit
         u_t = torch.where(clipped, limit, s.u * torch.exp(2 * s.h))
+        u_t = torch.where(live, u_t, s.u)  # a frozen row steps from u to u
         lam_t = torch.where(u_t == u_end, torch.full_like(u_t, lam_end), 0.5 * torch.log(u_t))
         h = lam_t - s.lam
         t_t, alpha_t, sigma_t = self._coefficients(lam_t)
@@ -292,22 +314,23 @@ class SNRSampler:
 
         with torch.no_grad():
             e = self.controller.error_ratio(s.x, x_high, x_low, s.x_low_prev, correction)
+            e = torch.where(live, e, torch.zeros_like(e))  # a frozen row never rejects a grid
             accept, factor = self.controller.decide(e)
-            accept = accept & start_finite
+            accept = accept & start_finite & live
         self.register.commit(rows, accept)
 
         s.x = torch.where(accept[:, None], x_high, s.x)
         s.x_low_prev = torch.where(accept[:, None], x_low, s.x_low_prev)
         s.stale = accept
-        s.evals = s.evals + 1
+        s.evals = s.evals + live.to(torch.int64)
         s.accepted = s.accepted + accept.to(torch.int64)
-        s.rejected = s.rejected + (~accept).to(torch.int64)
+        s.rejected = s.rejected + (~accept & live).to(torch.int64)
         s.dt_smallest = torch.where(accept, torch.minimum(s.dt_smallest, h), s.dt_smallest)
         s.dt_largest = torch.where(accept, torch.maximum(s.dt_largest, h), s.dt_largest)
         h_next = self.controller.next_step(h, s.h, clipped, accept, factor)
         s.lam = torch.where(accept, lam_t, s.lam)
         s.u = torch.where(accept, u_t, s.u)
-        s.h = h_next
+        s.h = torch.where(live, h_next, s.h)
         if self.on_accept is not None:
             self._report(rows, accept, s, d_low)
         done = accept & (u_t == u_end)
@@ -319,7 +342,8 @@ class SNRSampler:
         code = torch.where(too_small, Result.DT_MIN_REACHED, code)
         code = torch.where(too_small & torch.isnan(e), Result.NONFINITE, code)
         code = torch.where(~start_finite, Result.NONFINITE, code)
-        s.status = torch.where(done, Result.SUCCESS, code)
+        code = torch.where(done, Result.SUCCESS, code)
+        s.status = torch.where(live, code, s.status)
         return evaluations
 
     def _report(
