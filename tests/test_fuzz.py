@@ -48,7 +48,11 @@ GOOD_TIMES = [
 
 @contextmanager
 def wall_clock_guard(seconds: float) -> Iterator[None]:
-    """Fail the example, rather than hang, if it runs longer than ``seconds``."""
+    """Fail the example, rather than hang, if it runs longer than ``seconds`` (where the
+    platform has SIGALRM; elsewhere the small step budgets bound the run)."""
+    if not hasattr(signal, "SIGALRM"):
+        yield
+        return
 
     def expire(signum: int, frame: Any) -> None:
         raise TimeoutError(f"the call ran longer than {seconds} s")
