@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import importlib
 import importlib.util
-import json
 import re
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from adaptive_sde._bench.report import load_json
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -270,17 +271,6 @@ PAGE_PX = 760  # the width of Material's content column, at its widest
 SMALLEST_TEXT_PX = 10
 
 
-def _numbers(value: Any) -> Any:
-    """A benchmark JSON's values as the run had them ("inf", "nan" back to floats)."""
-    if isinstance(value, dict):
-        return {k: _numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_numbers(v) for v in value]
-    if isinstance(value, str) and value.lower() in {"inf", "-inf", "nan"}:
-        return float(value)
-    return value
-
-
 @pytest.mark.parametrize("name", ["analytic", "gmm", "overhead"])
 def test_benchmark_plot_is_legible_at_page_width(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -292,7 +282,7 @@ def test_benchmark_plot_is_legible_at_page_width(
     from matplotlib.text import Text
 
     module = importlib.import_module(f"adaptive_sde._bench.{name}")
-    result = _numbers(json.loads((DOCS / "benchmarks" / f"{name}.json").read_text()))
+    result = load_json(DOCS / "benchmarks" / f"{name}.json")
     figures: list[Any] = []
     savefig = Figure.savefig
 

@@ -27,9 +27,11 @@ def test_cpu_smoke_mode_measures_every_configuration(capsys):
     assert [(r["batch"], r["sync_every"]) for r in rows] == [(16, 1), (16, 8), (64, 1), (64, 8)]
     for row in rows:
         assert row["samples_per_second"] > 0 and row["model_seconds"] > 0
-        assert 50 < row["score_evals_per_sample"] < 2000
-        # sync_every only changes how often finished rows leave the batch, never the samples'
-        # own work; the rows evaluated include the frozen ones of a block.
+        # the signal-to-noise-time sampler spends 46-53 evaluations per sample on the exact-score
+        # mixtures of bench gmm at its default tolerance, the x-space one 140-400
+        assert 20 < row["score_evals_per_sample"] < 2000
+        # the rows evaluated include the frozen ones of a block (and with sync_every > 1 every
+        # attempt evaluates its start again, so the samples' own count grows too)
         assert row["rows_evaluated"] >= row["batch"] * (row["score_evals_per_sample"] - 1)
     assert "samples/s" in capsys.readouterr().out
 

@@ -473,6 +473,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
             # linear within the floor, logarithmic beyond: differences below the Monte-Carlo
             # floor are noise, those above it span decades
             ax.set_yscale("symlog", linthresh=max(floor, 1e-4))
+            ax.set_ylim(bottom=0)  # absolute values
             ax.tick_params(labelsize=9)
             ax.set_title(f"{r['name']}: {key.replace('_', ' ')}", fontsize=10)
             if row == len(settings) - 1:

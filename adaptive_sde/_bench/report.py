@@ -49,6 +49,22 @@ def save_json(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+def load_json(path: Path) -> dict[str, Any]:
+    """A file of :func:`save_json` with its values as the run had them ("inf", "nan" back to
+    floats), so its tables and plots can be drawn again."""
+    return _numbers(json.loads(path.read_text()))
+
+
+def _numbers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str) and value.lower() in {"inf", "-inf", "nan"}:
+        return float(value)
+    return value
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
