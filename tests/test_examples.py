@@ -116,3 +116,13 @@ def test_command_line(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "strong error" in done.stdout
     assert (tmp_path / "quickstart.png").read_bytes()[:8] == PNG
+
+
+def test_latent_diffusion(tmp_path: Path) -> None:
+    r = run_quick("latent_diffusion", tmp_path)
+    assert r["finite"] and r["image_shape"] == (3, 32, 32)
+    # the conditioning follows the rows: image 1 alone is its row of the batch (a random UNet
+    # evaluated on batches of other sizes rounds differently in the last bits)
+    assert r["alone_error"] < 1e-3
+    assert r["rows_evaluated"] == round(r["score_evals_mean"] * r["images"])
+    assert r["model_calls"] < r["rows_evaluated"]  # finished latents left the batch
