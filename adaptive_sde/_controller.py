@@ -7,13 +7,17 @@ Per sample (Jolicoeur-Martineau et al. 2021, §3)::
     accept = E <= 1
     h_next = clamp(safety * E**(-exponent), factor_min, factor_max) * h
 
-Two tolerance forms:
+Three tolerance forms:
 
 - ``"paper"``: ``max(atol, rtol * max(|y_em_prev|, |y_em|))``, with ``y_em_prev`` the
   Euler-Maruyama proposal of the sample's last accepted step. The paper's choice, the default of
   :func:`adaptive_sde.solve`.
 - ``"conventional"``: ``atol + rtol * max(|y|, |y_next|)``, as in torchsde, torchdiffeq and
   diffrax (Hairer, Nørsett & Wanner, *Solving ODEs I*, §II.4).
+- ``"isotropic"``: the paper's form with ``|.|`` the RMS of the state over the sample's
+  elements, one scale for all of them: decisions that do not depend on the coordinates' axes
+  (the diffusion sampler's default in signal-to-noise time, where elementwise scales made the
+  diagonal modes of a 2-D ring heavier).
 
 Norms: ``"rms"`` (the paper's "L2 scaled": root mean square over the sample's elements, so the
 tolerance means the same whatever the dimension), ``"max"`` (L-infinity) and ``"l2"`` (the plain
@@ -30,7 +34,7 @@ import math
 
 import torch
 
-TOLERANCES = ("paper", "conventional")
+TOLERANCES = ("paper", "conventional", "isotropic")
 NORMS = ("rms", "max", "l2")
 
 
@@ -104,6 +108,12 @@ class StepController:
             scale = torch.clamp(
                 self.rtol * torch.maximum(y_em_prev.abs(), y_em.abs()), min=self.atol
             )
+        elif self.tolerance == "isotropic":
+            # The paper's form with each state's size measured by its RMS over the sample's
+            # elements: the same scale for every element, so a rotation of the coordinates
+            # does not change the decisions (elementwise scales favour some directions).
+            size = torch.maximum(_rms(y_em_prev), _rms(y_em))
+            scale = torch.clamp(self.rtol * size, min=self.atol)
         else:
             scale = self.atol + self.rtol * torch.maximum(y.abs(), y_next.abs())
         ratio = error / scale
@@ -161,6 +171,10 @@ class StepController:
         eps = torch.finfo(t.dtype).eps
         resolution = 64 * eps * torch.clamp(t.abs(), min=1.0)
         return resolution if self.accept_at_dt_min else torch.clamp(resolution, min=self.dt_min)
+
+
+def _rms(y: torch.Tensor) -> torch.Tensor:
+    return y.square().mean(dim=1, keepdim=True).sqrt()
 
 
 def _check_real(

@@ -187,7 +187,7 @@ def test_a_guided_conditional_unet_sample_alone_equals_its_row_in_the_batch():
         (batch, 1, 4, 4),
         generator=2,
         model_kwargs=kwargs,
-        rtol=0.5,
+        rtol=0.3,  # loose, but not so loose that every row takes the same steps
         dtype=torch.float64,
     )
     assert torch.isfinite(x).all()
@@ -201,7 +201,7 @@ def test_a_guided_conditional_unet_sample_alone_equals_its_row_in_the_batch():
         generator=2,
         sample_ids=torch.tensor([i]),
         model_kwargs={"encoder_hidden_states": prompts[i : i + 1]},
-        rtol=0.5,
+        rtol=0.3,  # loose, but not so loose that every row takes the same steps
         dtype=torch.float64,
     )
     torch.testing.assert_close(alone[0], x[i], rtol=1e-5, atol=1e-6)

@@ -135,3 +135,25 @@ def test_bad_settings_raise_errors_naming_the_argument(kwargs, match):
 def test_non_numeric_tolerance_is_a_type_error():
     with pytest.raises(TypeError, match="rtol"):
         StepController("0.1", 0.1)  # type: ignore[arg-type]
+
+
+def test_the_isotropic_tolerance_does_not_depend_on_the_axes():
+    gen = torch.Generator().manual_seed(0)
+    y, y_em, y_prev, error = (
+        torch.randn(6, 2, generator=gen, dtype=torch.float64) for _ in range(4)
+    )
+    angle = torch.tensor(0.7, dtype=torch.float64)
+    rotation = torch.stack(
+        [torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])]
+    )
+    for form, invariant in (("isotropic", True), ("paper", False)):
+        controller = StepController(0.1, 1e-3, tolerance=form)
+        e = controller.error_ratio(y, y_em, y_em, y_prev, error)
+        turned = controller.error_ratio(
+            y @ rotation.T,
+            y_em @ rotation.T,
+            y_em @ rotation.T,
+            y_prev @ rotation.T,
+            error @ rotation.T,
+        )
+        assert torch.allclose(e, turned, rtol=1e-12) == invariant

@@ -124,9 +124,9 @@ def test_other_second_stage_weights_under_disperse_gaussian_data():
     assert ratios["trapezoid"] < ratios["gaussian"] - 0.05
 
 
-def _run(mixture, sde, n, d, *, weights="gaussian", register=None, rtol=0.1):
+def _run(mixture, sde, n, d, *, weights="gaussian", register=None, rtol=0.1, tolerance="isotropic"):
     data = ScoreCounter(data_prediction_of(mixture.score_fn(sde), sde), (d,))
-    controller = StepController(rtol, 0.0078, dt_max=1.0)
+    controller = StepController(rtol, 0.0078, tolerance=tolerance, dt_max=1.0)
     register = register or adaptive_sde.BrownianRegister(
         n, d, seed=4, dtype=torch.float64, time_dtype=torch.float64
     )
@@ -151,21 +151,27 @@ def _within_binomial(counts, n, k=4.0):
 @pytest.mark.parametrize("sde", [VPSDE(), VESDE()], ids=["vp", "ve"])
 @pytest.mark.parametrize("rtol", [None, 0.4])
 def test_ring_mode_weights_stay_equal(sde, rtol):
-    n = 8000
+    # 20 000 samples: the elementwise tolerance of the paper made the diagonal modes 10 %
+    # heavier at rtol 0.1 (about 2600 against 2350), which this band rejects
+    n = 20_000
     x, stats = sample(RING.score_fn(sde), sde, (n, 2), rtol=rtol, generator=0)
-    assert stats.rejected > 0.05 * stats.accepted  # the reuse of rejected noise is exercised
+    assert stats.rejected > 0.02 * stats.accepted  # the reuse of rejected noise is exercised
     counts = _mode_counts(x)
     assert _within_binomial(counts, n), counts.tolist()
 
 
 @pytest.mark.slow
 def test_redrawing_rejected_noise_biases_the_mode_weights():
-    # The control: the same sampler with fresh noise after every rejection (the paper's code)
-    # at the elementwise tolerance of the paper's code over-weights the diagonal modes.
+    # The control: the same sampler and settings (the paper's elementwise tolerance, rtol 0.02)
+    # with fresh noise after every rejection, as the paper's code does, over-weights the
+    # diagonal modes; with the register's reuse the weights stay within the band.
     sde, n = VESDE(), 8000
-    x = _run(RING, sde, n, 2, register=RedrawingBrownian(n, 2, seed=0), rtol=0.02)
-    counts = _mode_counts(x)
-    assert not _within_binomial(counts, n), counts.tolist()
+    kept = _run(RING, sde, n, 2, rtol=0.02, tolerance="paper")
+    assert _within_binomial(_mode_counts(kept), n), _mode_counts(kept).tolist()
+    redrawn = _run(
+        RING, sde, n, 2, register=RedrawingBrownian(n, 2, seed=0), rtol=0.02, tolerance="paper"
+    )
+    assert not _within_binomial(_mode_counts(redrawn), n), _mode_counts(redrawn).tolist()
 
 
 def test_a_rejected_attempt_costs_one_evaluation():

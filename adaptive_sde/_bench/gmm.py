@@ -313,7 +313,9 @@ def weights_ablation(quick: bool = False) -> list[dict[str, Any]]:
         for weights in WEIGHTS:
             counter = ScoreCounter(data_prediction_of(data.score_fn(sde), sde), (d,))
             register = BrownianRegister(n, d, seed=5, time_dtype=torch.float64)
-            controller = StepController(0.1, 0.0078, dt_max=sample_module.SNR_H_MAX)
+            controller = StepController(
+                0.1, 0.0078, tolerance=sample_module.SNR_TOLERANCE, dt_max=sample_module.SNR_H_MAX
+            )
             sampler = SNRSampler(counter, sde, controller, register, weights=weights)
             result = sampler.run(prior_sample(sde, (n, d), 5), sde.eps)
             ts = torch.full((n,), sde.eps)

@@ -41,6 +41,7 @@ DEFAULT_H_INIT = 0.01
 # The signal-to-noise-time sampler: its default rtol, its first and largest step in lambda, the
 # controller's exponent and its second stage's weights (docs/diffusion.md has the measurements).
 SNR_RTOL = 0.1
+SNR_TOLERANCE = "isotropic"
 SNR_H_INIT = 0.1
 SNR_H_MAX = 1.0
 SNR_EXPONENT = 0.9
@@ -118,7 +119,7 @@ def sample(
     device: torch.device | str | None = None,
     x_T: torch.Tensor | None = None,
     norm: str = "rms",
-    tolerance: str = "paper",
+    tolerance: str | None = None,
     sync_every: int | None = None,
     model_dtype: torch.dtype | None = None,
     space: str = "snr",
@@ -160,6 +161,10 @@ def sample(
     - ``dtype``: the solver's state; ``model_dtype``: the dtype x is handed to the score function
       in (``torch.float16`` / ``torch.bfloat16`` for a half-precision model; the score is cast
       back, so the solver's state and error estimate stay in ``dtype``).
+    - ``tolerance``, ``norm``: the tolerance's form and the error norm (see
+      :class:`adaptive_sde.StepController`); ``tolerance`` defaults to ``"isotropic"`` in
+      signal-to-noise time (one scale per sample, the RMS of its state: elementwise scales
+      favour the diagonal modes of a 2-D ring) and to the paper's ``"paper"`` in x.
     - ``space``: ``"snr"`` (default) or ``"x"``, above. With ``sync_every > 1`` the
       signal-to-noise-time sampler evaluates D at every attempt's start again (choosing the
       rows that need it would read the device): two evaluations per attempt instead of one per
@@ -228,7 +233,7 @@ def _sample(
     device: torch.device | str | None,
     x_T: torch.Tensor | None,
     norm: str,
-    tolerance: str,
+    tolerance: str | None,
     sync_every: int | None,
     model_dtype: torch.dtype | None,
     space: str,
@@ -251,7 +256,7 @@ def _sample(
             controller=StepController(
                 SNR_RTOL if rtol is None else rtol,
                 atol,
-                tolerance=tolerance,
+                tolerance=SNR_TOLERANCE if tolerance is None else tolerance,
                 norm=norm,
                 shared=not per_sample,
                 exponent=SNR_EXPONENT,
@@ -294,7 +299,7 @@ def _sample(
             bm=bm,  # per-sample or shared grid, sample i's noise depends on (seed, id) only
             seed=seed,
             per_sample=per_sample,
-            tolerance=tolerance,
+            tolerance="paper" if tolerance is None else tolerance,
             norm=norm,
             max_steps=max_steps,
             progress=progress,
