@@ -381,3 +381,89 @@ def test_sdeint_runs_or_refuses_naming_a_bad_argument_or_option(data):
     assert torch.all(stats.t_final[ok] == ts[-1])
     assert int(stats.num_steps.max()) <= options["max_steps"]
     assert stats.success or not options["throw"]
+
+
+# -- adaptive_sde.diffusion.sample -------------------------------------------------------------
+
+GOOD_SAMPLE = {
+    "rtol": st.sampled_from([None, 0.4, 0.1]),
+    "atol": st.sampled_from([0.0078, 0.05]),
+    "eps": st.sampled_from([None, 0.01, 0.3]),
+    "h_init": st.sampled_from([None, 0.05, 0.5]),
+    "denoise": st.booleans(),
+    "generator": st.one_of(st.none(), st.integers(0, 2**64 - 1)),
+    "per_sample": st.booleans(),
+    "max_steps": st.integers(1, 300),
+    "dtype": st.sampled_from([torch.float32, torch.float64]),
+    "norm": st.sampled_from(["rms", "max", "l2"]),
+    "tolerance": st.sampled_from([None, "paper", "conventional", "isotropic"]),
+    "sync_every": st.sampled_from([None, 1, 3]),
+    "space": st.sampled_from(["snr", "x"]),
+    "grad": st.booleans(),
+}
+BAD_SAMPLE = {
+    "rtol": st.sampled_from([-0.1, 1.5, "0.1", math.nan]),
+    "atol": st.sampled_from([-1.0, "x"]),
+    "eps": st.sampled_from([0.0, 1.5, -1e-3]),
+    "h_init": st.sampled_from([0.0, -0.1, math.inf, "0.1"]),
+    "generator": st.sampled_from([2**64, -1, 1.5, "0"]),
+    "per_sample": st.sampled_from(["no", 1]),
+    "max_steps": st.sampled_from([0, 10.5]),
+    "dtype": st.sampled_from([torch.int64, torch.float16]),
+    "norm": st.sampled_from(["linf", None]),
+    "tolerance": st.sampled_from(["diffrax", 1]),
+    "sync_every": st.sampled_from([0, 2.0]),
+    "space": st.sampled_from(["w", None]),
+    "x_T": st.sampled_from(["WRONG_SHAPE", "NAN"]),
+    "sample_ids": st.sampled_from(["WRONG_SHAPE"]),
+    "grad": st.sampled_from(["yes"]),
+}
+
+
+@FUZZ
+@given(data=st.data())
+def test_sample_runs_or_refuses_naming_a_bad_argument(data):
+    from adaptive_sde.diffusion import VESDE, VPSDE, GaussianMixture, sample
+
+    sde = data.draw(st.sampled_from([VPSDE(), VESDE()]), label="sde")
+    batch = data.draw(st.integers(1, 4), label="batch")
+    bad = data.draw(st.sets(st.sampled_from(sorted(BAD_SAMPLE)), max_size=2), label="bad")
+    arguments = {
+        name: data.draw(BAD_SAMPLE[name] if name in bad else GOOD_SAMPLE[name], label=name)
+        for name in sorted(set(GOOD_SAMPLE) | bad)
+    }
+    if arguments.get("x_T") == "WRONG_SHAPE":
+        arguments["x_T"] = torch.zeros(batch, 3)
+    elif arguments.get("x_T") == "NAN":
+        arguments["x_T"] = torch.full((batch, 2), math.nan)
+    if arguments.get("sample_ids") == "WRONG_SHAPE":
+        arguments["sample_ids"] = torch.arange(batch + 1)
+    mixture = GaussianMixture.ring()
+    score = mixture.score_fn(sde)
+
+    with wall_clock_guard(SECONDS_PER_EXAMPLE), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if bad:
+            with pytest.raises((ValueError, TypeError)) as caught:
+                sample(score, sde, (batch, 2), **arguments)
+            assert names_one_of(str(caught.value), bad), (bad, str(caught.value))
+            event("refused")
+            return
+        try:
+            x, stats = sample(score, sde, (batch, 2), **arguments)
+        except SolveError as error:
+            event("SolveError")
+            names = {"max_steps", "rtol", "atol", "h_init", "eps"}
+            assert names_one_of(str(error), names), str(error)
+            return
+    event("sampled")
+    assert x.shape == (batch, 2) and bool(torch.isfinite(x).all())
+    assert x.dtype == arguments["dtype"]
+    # finished rows leave the batch at each host read; inside a block of sync_every > 1 passes
+    # they are frozen but still evaluated
+    if arguments["sync_every"] in (None, 1):
+        assert stats.rows_evaluated == int(stats.score_evals.sum())
+    else:
+        assert stats.rows_evaluated >= int(stats.score_evals.sum())
+    assert int(stats.solve.num_steps.max()) <= arguments["max_steps"]
+    assert x.requires_grad is False  # the exact mixture has no parameters to differentiate

@@ -26,6 +26,7 @@ from adaptive_sde._brownian import BrownianRegister, resolve_seed
 from adaptive_sde._controller import StepController
 from adaptive_sde._integrate import solve
 from adaptive_sde._solution import Result, Solution, SolveError, SolveStats, failure_message
+from adaptive_sde._validation import check_bool, check_count
 from adaptive_sde.diffusion._adapters import data_prediction_of
 from adaptive_sde.diffusion._forward import ForwardSDE
 from adaptive_sde.diffusion._reverse import ReverseSDE, RowTracker, ScoreCounter, ScoreFn
@@ -241,6 +242,9 @@ def _sample(
     on_accept: AcceptHook | None,
 ) -> tuple[torch.Tensor, SampleStats]:
     """:func:`sample` once the grad mode is set."""
+    check_count("max_steps", max_steps)
+    for name, value in (("per_sample", per_sample), ("denoise", denoise), ("progress", progress)):
+        check_bool(name, value)
     batch, dims, eps, seed, ids, x_T = _start(
         sde, shape, eps, generator, sample_ids, dtype, device, x_T
     )
