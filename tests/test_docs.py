@@ -81,6 +81,19 @@ def test_getting_started_runs_as_written(tmp_path: Path, monkeypatch: pytest.Mon
     assert bool(namespace["failed"].any())  # max_steps=10 is too few: the failure path ran
 
 
+def test_readme_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's Python blocks in order, in one namespace, as a reader follows it."""
+    monkeypatch.chdir(tmp_path)
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    blocks = [m["code"] for m in CODE_BLOCK.finditer(text)]
+    assert len(blocks) >= 3
+    for index, code in enumerate(blocks):
+        exec(compile(code, f"README.md, block {index + 1}", "exec"), namespace)
+    assert namespace["sol"].ys.shape == (5, 10_000, 1)
+    assert namespace["x"].shape == (64, 3, 32, 32) and not namespace["x"].requires_grad
+
+
 # --- the offline check --------------------------------------------------------------------------
 
 offline = _load_hook("offline")
