@@ -110,6 +110,7 @@ def sample(
     atol: float = DEFAULT_ATOL,
     eps: float | None = None,
     h_init: float | None = None,
+    h_max: float | None = None,
     denoise: bool = True,
     generator: int | torch.Generator | None = None,
     sample_ids: torch.Tensor | None = None,
@@ -149,7 +150,10 @@ def sample(
       Euler-Maruyama and k-diffusion's and diffusers' samplers; docs/benchmarks.md).
     - ``eps``: end time (default ``sde.eps``: 1e-3 VP / sub-VP, 1e-5 VE); ``h_init``: the
       first step (default 0.1 in lambda = log(alpha / sigma) in signal-to-noise time, 0.01 in t
-      in x).
+      in x); ``h_max``: the largest step in lambda in signal-to-noise time (default 1). In low
+      dimensions the cap, not ``rtol``, limits the accuracy of the low-noise steps: on the 2-D
+      ring (20 000 samples, VE, rtol 0.1) the components' variance is +6.6 % too large at 1,
+      +1.0 % at 0.5 (64 instead of 43 evaluations per sample), -0.1 % at 0.25.
     - ``denoise``: finish with one more evaluation, the posterior mean D(x, eps) = E[x_0 | x_eps]
       (Tweedie's formula), which removes the noise left at ``eps``.
     - ``generator``: an int or ``torch.Generator`` seeding the prior and the Brownian paths;
@@ -196,6 +200,7 @@ def sample(
             atol=atol,
             eps=eps,
             h_init=h_init,
+            h_max=h_max,
             denoise=denoise,
             generator=generator,
             sample_ids=sample_ids,
@@ -224,6 +229,7 @@ def _sample(
     atol: float,
     eps: float | None,
     h_init: float | None,
+    h_max: float | None,
     denoise: bool,
     generator: int | torch.Generator | None,
     sample_ids: torch.Tensor | None,
@@ -264,7 +270,7 @@ def _sample(
                 norm=norm,
                 shared=not per_sample,
                 exponent=SNR_EXPONENT,
-                dt_max=SNR_H_MAX,
+                dt_max=_check_h_init(h_max, SNR_H_MAX, "h_max"),
             ),
             h_init=_check_h_init(h_init, SNR_H_INIT),
             denoise=denoise,
@@ -603,14 +609,15 @@ def _sync_every(sync_every: int | None, device: torch.device) -> int:
     return sync_every
 
 
-def _check_h_init(h_init: float | None, default: float) -> float:
-    if h_init is None:
+def _check_h_init(value: float | None, default: float, name: str = "h_init") -> float:
+    """A step size argument: ``None`` for ``default``, else a finite number > 0."""
+    if value is None:
         return default
-    if isinstance(h_init, bool) or not isinstance(h_init, (int, float)):
-        raise TypeError(f"h_init must be a number, got {type(h_init).__name__}")
-    if not (math.isfinite(h_init) and h_init > 0):
-        raise ValueError(f"h_init must be a finite number > 0, got {h_init}")
-    return float(h_init)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
 
 
 def _check_output(x: torch.Tensor, sampler: str, what: str) -> None:
