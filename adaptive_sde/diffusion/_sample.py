@@ -396,14 +396,16 @@ def _sample_snr(
     result = sampler.run(x_T, eps)
     stats, x = result.stats, result.x
     evals = stats.nfe.clone()
-    if stats.success and denoise:
-        t = torch.full((batch,), eps, dtype=x.dtype, device=x.device)
-        x = data(x, t)  # the final denoising step: the sample is D at eps
-        evals += 1
-    if stats.success:
-        bad = ~torch.isfinite(x).all(dim=1)
-        stats.result = torch.where(bad, Result.NONFINITE, stats.result)
-    if not stats.success:
+    success = stats.success
+    if success:
+        if denoise:
+            t = torch.full((batch,), eps, dtype=x.dtype, device=x.device)
+            x = data(x, t)  # the final denoising step: the sample is D at eps
+            evals += 1
+        finite = torch.isfinite(x).all(dim=1)
+        stats.result = torch.where(finite, stats.result, Result.NONFINITE)
+        success = bool(finite.all())
+    if not success:
         ts = torch.tensor([sde.T, eps], dtype=torch.float64, device=x.device)
         solution = Solution(ts=ts, ys=torch.stack([x_T, x]), stats=stats, dt_next=stats.dt_largest)
         message = failure_message(
@@ -413,12 +415,14 @@ def _sample_snr(
             hint=None,
         )
         raise SolveError(message, solution)
+    # one host read for both totals
+    accepted, rejected = torch.stack([stats.num_accepted.sum(), stats.num_rejected.sum()]).tolist()
     sample_stats = SampleStats(
         score_evals=evals,
         model_calls=data.calls,
         rows_evaluated=data.rows,
-        accepted=stats.total_accepted,
-        rejected=stats.total_rejected,
+        accepted=int(accepted),
+        rejected=int(rejected),
         solve=stats,
     )
     return x.reshape(batch, *dims), sample_stats

@@ -213,7 +213,7 @@ class SNRSampler:
         """Sample from the prior draws ``x_T`` (B, D) to time ``eps``; returns x at ``eps``."""
         batch, device = x_T.shape[0], x_T.device
         t64 = torch.tensor([self.sde.T, eps], dtype=torch.float64, device=device)
-        lam_start, lam_end = (float(v) for v in self.sde.half_log_snr(t64))
+        lam_start, lam_end = self.sde.half_log_snr(t64).tolist()  # one host read
         u_end = math.exp(2 * lam_end)
 
         def counter() -> torch.Tensor:
