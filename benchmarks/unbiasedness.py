@@ -1,6 +1,6 @@
 """Does adaptivity bias the solution? Consistent Brownian paths against redrawing.
 
-The Ornstein-Uhlenbeck process of ALGORITHM.md §4 (theta = 4, sigma = 1, x0 = 0, T = 1, exact
+The Ornstein-Uhlenbeck process of docs/method.md (theta = 4, sigma = 1, x0 = 0, T = 1, exact
 Var[X_1] = 0.1250), per-sample steps, paper tolerance, atol = rtol / 10: the variance at T with
 the BrownianRegister (rejected increments bridged and kept) and with a Brownian motion that
 redraws after every rejection (the paper's code). Then the Itô GBM mu = sigma = 0.5 (exact mean

@@ -167,7 +167,7 @@ def test_mode_weights_stay_equal(sde, rtol):
 @pytest.mark.slow
 def test_the_papers_configuration_over_weights_the_diagonal_modes():
     # Fresh noise after a rejection with the elementwise tolerance (Jolicoeur-Martineau et al.'s
-    # code), VE, rtol 0.02: ALGORITHM.md §4 measured about 390 vs 630 per mode.
+    # code), VE, rtol 0.02: measured about 390 vs 630 per mode (docs/method.md).
     sde, n = VESDE(), 4000
     x_T = prior_sample(sde, (n, 2), 0, dtype=torch.float64)
     reverse = ReverseSDE(sde, RING.score_fn(sde), (2,))

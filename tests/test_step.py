@@ -31,7 +31,8 @@ def test_strong_order_with_fixed_steps(problem):
 
 
 def test_ito_gbm_strong_errors_match_the_reference_figures():
-    # ALGORITHM.md §2: 0.093 / 0.025 / 0.0067 at 8 / 32 / 128 steps (10^5 paths there).
+    # Measured with fixed steps (Roberts 2012, arXiv:1210.0933): 0.093 / 0.025 / 0.0067 at
+    # 8 / 32 / 128 steps (10^5 paths there).
     errors = [fixed_step_strong_error(GBM_ITO, n, batch=4000) for n in (8, 32, 128)]
     for got, ref in zip(errors, (0.093, 0.025, 0.0067), strict=True):
         assert got == pytest.approx(ref, rel=0.15)
@@ -86,7 +87,7 @@ def test_general_noise_needs_one_sign_per_channel(adaptive, monkeypatch):
     monkeypatch.setattr(adaptive_sde._step._random, "signs", _shared_sign)
     shared = terminal()
     se = shared.std(0) / math.sqrt(batch)
-    # ALGORITHM.md §2: one sign shared by the channels converges to a wrong limit.
+    # One sign shared by the channels converges to a wrong limit (Roberts 2012, per channel).
     assert torch.all((shared.mean(0) - COMMUTING_ITO.mean(1.0).double()).abs() > 8 * se)
 
 

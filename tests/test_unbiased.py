@@ -1,4 +1,4 @@
-"""Adaptivity must not bias the distribution of the solution (ALGORITHM.md §4).
+"""Adaptivity must not bias the distribution of the solution (Rackauckas & Nie 2017).
 
 Per-sample steps at the tolerances users pick; the exact moments are known. A deliberately
 redrawing Brownian motion (the paper's original code, kept only in the tests) is run on the same
@@ -41,7 +41,7 @@ def test_ornstein_uhlenbeck_variance_is_unbiased(rtol):
 
 @pytest.mark.parametrize("rtol", [0.1, 0.05])
 def test_redrawing_after_rejection_is_visibly_biased(rtol):
-    # ALGORITHM.md §4 measured 0.19 (rtol 0.1) and 0.21 (rtol 0.05) against 0.125.
+    # Redrawing measured 0.19 (rtol 0.1) and 0.21 (rtol 0.05) against 0.125.
     redrawn = _ou_terminal(rtol, bm=RedrawingBrownian(PATHS, 1, seed=12))
     assert float(redrawn.var()) > OU_VARIANCE + 0.04
 

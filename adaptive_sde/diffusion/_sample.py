@@ -2,8 +2,8 @@
 
 :func:`sample` is Jolicoeur-Martineau et al. (2021), Algorithm 1, with the library's engine:
 every sample takes its own steps, reuses its Brownian path after a rejection (the paper's code
-redraws, which biases mode weights, ALGORITHM.md §4), stops being evaluated once it reaches
-``T - eps``, and ends with one Tweedie denoising step. :func:`sample_euler_maruyama` (the
+redraws, which biases mode weights; Rackauckas & Nie 2017, docs/method.md), stops being
+evaluated once it reaches ``T - eps``, and ends with one Tweedie denoising step. :func:`sample_euler_maruyama` (the
 paper's 1000-step reference) and :func:`sample_probability_flow` (the probability-flow ODE with
 scipy's adaptive RK45, as Song et al. 2021) are the baselines to compare against on your own
 model.
