@@ -1,12 +1,12 @@
 """Samplers for score-based models: the adaptive Gotta-Go-Fast sampler and its baselines.
 
-:func:`sample` is Jolicoeur-Martineau et al. (2021), Algorithm 1, with the library's engine:
-every sample takes its own steps, reuses its Brownian path after a rejection (the paper's code
-redraws, which biases mode weights; Rackauckas & Nie 2017, docs/method.md), stops being
-evaluated once it reaches ``T - eps``, and ends with one Tweedie denoising step. :func:`sample_euler_maruyama` (the
-paper's 1000-step reference) and :func:`sample_probability_flow` (the probability-flow ODE with
-scipy's adaptive RK45, as Song et al. 2021) are the baselines to compare against on your own
-model.
+:func:`sample` is Jolicoeur-Martineau et al. (2021), Algorithm 1, with the library's engine, by
+default in signal-to-noise time (:mod:`adaptive_sde.diffusion._snr`): every sample takes its own
+steps, reuses its Brownian path after a rejection (the paper's code redraws, which biases mode
+weights; Rackauckas & Nie 2017, docs/method.md), stops being evaluated once it reaches ``eps``,
+and ends with one denoising evaluation. :func:`sample_euler_maruyama` (the paper's 1000-step
+reference) and :func:`sample_probability_flow` (the probability-flow ODE with scipy's adaptive
+RK45, as Song et al. 2021) are the baselines to compare against on your own model.
 """
 
 from __future__ import annotations
