@@ -26,7 +26,7 @@ from adaptive_sde._brownian import BrownianRegister, resolve_seed
 from adaptive_sde._controller import StepController
 from adaptive_sde._integrate import solve
 from adaptive_sde._solution import Result, Solution, SolveError, SolveStats, failure_message
-from adaptive_sde._validation import check_bool, check_count
+from adaptive_sde._validation import check_bool, check_count, check_state
 from adaptive_sde.diffusion._adapters import data_prediction_of
 from adaptive_sde.diffusion._forward import ForwardSDE
 from adaptive_sde.diffusion._reverse import ReverseSDE, RowTracker, ScoreCounter, ScoreFn
@@ -270,9 +270,9 @@ def _sample(
                 norm=norm,
                 shared=not per_sample,
                 exponent=SNR_EXPONENT,
-                dt_max=_check_h_init(h_max, SNR_H_MAX, "h_max"),
+                dt_max=_check_step(h_max, SNR_H_MAX, "h_max"),
             ),
-            h_init=_check_h_init(h_init, SNR_H_INIT),
+            h_init=_check_step(h_init, SNR_H_INIT),
             denoise=denoise,
             max_steps=max_steps,
             progress=progress,
@@ -281,7 +281,7 @@ def _sample(
             on_accept=on_accept,
             sync_every=_sync_every(sync_every, x_T.device),
         )
-    h_init = _check_h_init(h_init, DEFAULT_H_INIT)
+    h_init = _check_step(h_init, DEFAULT_H_INIT)
     reverse = ReverseSDE(
         sde, score_fn, dims, model_dtype=model_dtype, model_kwargs=model_kwargs, batch=batch
     )
@@ -574,16 +574,15 @@ def _start(
             f"dtype must be torch.float32 or torch.float64 (the solver's state), got {dtype}; "
             "for a half-precision model pass model_dtype"
         )
-    seed = _generator_seed(generator)
+    seed = resolve_seed(generator, name="generator")
     ids = _sample_ids(sample_ids, batch, device)
     if x_T is None:
         x_T = prior_sample(sde, shape, seed, ids, dtype, device)
     elif not isinstance(x_T, torch.Tensor) or tuple(x_T.shape) != (batch, *dims):
         got = tuple(x_T.shape) if isinstance(x_T, torch.Tensor) else type(x_T).__name__
         raise ValueError(f"x_T must have shape {(batch, *dims)}, got {got}")
-    elif not bool(torch.isfinite(x_T).all()):
-        bad = torch.nonzero(~torch.isfinite(x_T.reshape(batch, -1)).all(dim=1)).flatten()
-        raise ValueError(f"x_T must be finite; samples {bad[:5].tolist()} hold NaN or infinity")
+    else:
+        check_state(x_T.reshape(batch, -1), name="x_T")  # floating point and finite
     return batch, dims, eps, seed, ids, x_T
 
 
@@ -595,25 +594,15 @@ def _grad_mode(grad: bool) -> contextlib.AbstractContextManager[Any]:
     return contextlib.nullcontext() if grad else torch.no_grad()
 
 
-def _generator_seed(generator: int | torch.Generator | None) -> int:
-    """The integer seed of ``generator``, with errors that name ``generator``."""
-    try:
-        return resolve_seed(generator)
-    except (TypeError, ValueError) as error:
-        raise type(error)(str(error).replace("seed", "generator", 1)) from None
-
-
 def _sync_every(sync_every: int | None, device: torch.device) -> int:
     """Passes between host reads: 1 on the CPU (a read costs nothing, and each saved evaluation
     counts), 8 elsewhere (a read stalls the device's queue); as :func:`adaptive_sde.solve`."""
     if sync_every is None:
         return 1 if device.type == "cpu" else 8
-    if isinstance(sync_every, bool) or not isinstance(sync_every, int) or sync_every < 1:
-        raise ValueError(f"sync_every must be a positive integer, got {sync_every!r}")
-    return sync_every
+    return check_count("sync_every", sync_every)
 
 
-def _check_h_init(value: float | None, default: float, name: str = "h_init") -> float:
+def _check_step(value: float | None, default: float, name: str = "h_init") -> float:
     """A step size argument: ``None`` for ``default``, else a finite number > 0."""
     if value is None:
         return default
