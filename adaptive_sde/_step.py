@@ -20,7 +20,7 @@ Adaptive steps and signs (our addition). With several Brownian channels that fee
 component (Itô general noise, m >= 2), the error estimate contains the cross terms
 ``S_j S_k h``: whether a step is accepted then depends on the signs, the accepted steps select
 their signs, and the mean of the solution is biased by an amount that does not shrink with the
-tolerance (measured on ``tests/problems.COMMUTING_ITO``: +0.06 on a mean of 1.35 at every rtol
+tolerance (on ``adaptive_sde._bench.problems.COMMUTING_ITO``: +0.06 on a mean of 1.35 at every rtol
 from 0.1 to 0.005). ``decouple_signs`` removes the bias: the error estimate uses signs ``S``, the
 kept result a second, independent set ``S'`` and one more evaluation, so the kept result's signs
 never influence which steps are taken. Diagonal noise (component i driven by channel i alone, g_i

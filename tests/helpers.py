@@ -10,7 +10,7 @@ import torchsde
 from torch.overrides import TorchFunctionMode
 
 import adaptive_sde
-from tests.problems import Problem
+from adaptive_sde._bench.problems import Problem
 
 
 def fitted_order(steps: list[float], errors: list[float]) -> float:

@@ -9,8 +9,8 @@ import torch
 
 import adaptive_sde
 from adaptive_sde import BrownianRegister, TorchsdeBrownian
+from adaptive_sde._bench.problems import GBM_ITO, OU
 from tests.helpers import assert_within_mc, brownian_interval
-from tests.problems import GBM_ITO, OU
 
 
 class RecordingRegister(BrownianRegister):

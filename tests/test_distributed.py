@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import adaptive_sde
+from adaptive_sde._bench.problems import GBM_ITO
 from adaptive_sde.diffusion import VPSDE, GaussianMixture
 from adaptive_sde.distributed import (
     ShardStore,
@@ -21,7 +22,6 @@ from adaptive_sde.distributed import (
     sample_distributed,
     solve_ensemble,
 )
-from tests.problems import GBM_ITO
 
 N_PATHS, PATH_SHARD = 60, 8  # 8 shards: ranks 0 and 1 take 4 each
 N_SAMPLES, SAMPLE_SHARD = 48, 16

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 import adaptive_sde.distributed._run as run_module
 import adaptive_sde.distributed._shards as shards_module
+from adaptive_sde._bench.problems import GBM_ITO, GeometricBrownianMotion
 from adaptive_sde.diffusion import VPSDE, GaussianMixture, SubVPSDE
 from adaptive_sde.distributed import (
     DamagedFileWarning,
@@ -32,7 +33,6 @@ from adaptive_sde.distributed import (
     solve_ensemble,
 )
 from adaptive_sde.distributed._shards import Shard, ShardRecord
-from tests.problems import GBM_ITO, GeometricBrownianMotion
 
 N_PATHS, PATH_SHARD = 24, 8  # three shards
 N_SAMPLES, SAMPLE_SHARD = 16, 8  # two shards

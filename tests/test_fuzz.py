@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 
 import adaptive_sde
 from adaptive_sde import Result, SolveError
+from adaptive_sde._bench.problems import COMMUTING_ITO, GBM_ITO, GBM_STRATONOVICH, OU, SCALAR_GBM
 from tests.helpers import brownian_interval
-from tests.problems import COMMUTING_ITO, GBM_ITO, GBM_STRATONOVICH, OU, SCALAR_GBM
 
 PROBLEMS = [GBM_ITO, GBM_STRATONOVICH, OU, SCALAR_GBM, COMMUTING_ITO]
 SECONDS_PER_EXAMPLE = 30

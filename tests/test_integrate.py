@@ -12,7 +12,7 @@ from torch import nn
 
 import adaptive_sde
 from adaptive_sde import BrownianRegister, Result, SolveError
-from tests.problems import GBM_ITO, OU, GeometricBrownianMotion
+from adaptive_sde._bench.problems import GBM_ITO, OU, GeometricBrownianMotion
 
 TS = torch.tensor([0.0, 1.0], dtype=torch.float64)
 

@@ -9,9 +9,9 @@ import torch
 
 import adaptive_sde
 from adaptive_sde import Result
+from adaptive_sde._bench.problems import COMMUTING_ITO, GBM_ITO, OU, Problem
 from adaptive_sde.diffusion import VPSDE, GaussianMixture, sample
 from tests.helpers import HostReads
-from tests.problems import COMMUTING_ITO, GBM_ITO, OU, Problem
 
 # Reads outside the loop: argument checks, the first step, the final break, the success check.
 SETUP_READS = 12

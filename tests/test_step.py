@@ -9,14 +9,14 @@ import torch
 
 import adaptive_sde
 from adaptive_sde import _random
-from tests.helpers import assert_within_mc, fitted_order, fixed_step_strong_error
-from tests.problems import (
+from adaptive_sde._bench.problems import (
     COMMUTING_ITO,
     GBM_ITO,
     PROBLEMS,
     GeometricBrownianMotion,
-    _gbm,
+    make_gbm,
 )
+from tests.helpers import assert_within_mc, fitted_order, fixed_step_strong_error
 
 STEPS = [8, 16, 32, 64, 128]
 TS = torch.tensor([0.0, 1.0], dtype=torch.float64)
@@ -45,7 +45,7 @@ def test_euler_maruyama_alone_has_strong_order_one_half():
     assert abs(fitted_order([1 / n for n in STEPS], errors) - 0.5) <= 0.2
 
 
-GBM_HALF = _gbm("gbm_sigma_half", mu=1.0, sigma=0.5, sde_type="ito")
+GBM_HALF = make_gbm("gbm_sigma_half", mu=1.0, sigma=0.5, sde_type="ito")
 
 
 def _terminal(sde, batch, **kwargs):

@@ -12,8 +12,8 @@ from torchsde._core import methods as torchsde_methods
 from torchsde.settings import METHODS
 
 import adaptive_sde
+from adaptive_sde._bench.problems import GBM_ITO, OU, PROBLEMS
 from tests.helpers import brownian_interval
-from tests.problems import GBM_ITO, OU, PROBLEMS
 
 TS = torch.tensor([0.0, 1.0], dtype=torch.float64)
 

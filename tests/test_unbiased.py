@@ -14,8 +14,8 @@ import torch
 
 import adaptive_sde
 from adaptive_sde._bench.gmm import RedrawingBrownian
+from adaptive_sde._bench.problems import OrnsteinUhlenbeck, make_gbm
 from tests.helpers import assert_within_mc
-from tests.problems import OrnsteinUhlenbeck, _gbm
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ def test_redrawing_after_rejection_is_visibly_biased(rtol):
     assert float(redrawn.var()) > OU_VARIANCE + 0.04
 
 
-GBM = _gbm("gbm_moments", mu=0.5, sigma=0.5, sde_type="ito")
+GBM = make_gbm("gbm_moments", mu=0.5, sigma=0.5, sde_type="ito")
 
 
 @pytest.mark.parametrize("rtol", [0.1, 0.05])

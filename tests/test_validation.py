@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import adaptive_sde
-from tests.problems import GBM_ITO, OU
+from adaptive_sde._bench.problems import GBM_ITO, OU
 
 TS = torch.tensor([0.0, 1.0], dtype=torch.float64)
 Y0 = torch.ones(4, 1, dtype=torch.float64)

@@ -361,3 +361,6 @@ PROBLEMS: tuple[Problem, ...] = (
     KP_SINH,
     KP_TANH,
 )
+
+# The factory under a public name, for GBMs with other parameters (the tests, the benchmarks).
+make_gbm = _gbm
