@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import adaptive_sde
-from adaptive_sde._bench.gmm import RedrawingBrownian
+from adaptive_sde._bench.controls import RedrawingBrownian
 from adaptive_sde._controller import StepController
 from adaptive_sde.diffusion import (
     EDMSDE,

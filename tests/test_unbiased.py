@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import adaptive_sde
-from adaptive_sde._bench.gmm import RedrawingBrownian
+from adaptive_sde._bench.controls import RedrawingBrownian
 from adaptive_sde._bench.problems import OrnsteinUhlenbeck, make_gbm
 from tests.helpers import assert_within_mc
 

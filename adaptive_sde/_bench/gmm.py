@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 import adaptive_sde
 from adaptive_sde import BrownianRegister
 from adaptive_sde._bench import baselines
+from adaptive_sde._bench.controls import RedrawingBrownian
 from adaptive_sde._bench.report import format_table, pyplot
 from adaptive_sde._controller import StepController
 from adaptive_sde.diffusion import (
@@ -82,35 +83,6 @@ SAMPLERS = (
     "euler-maruyama",
     "pf-ode rk45",
 )
-
-
-class RedrawingBrownian:
-    """The paper's code's Brownian motion: every query, retries included, draws fresh noise, so
-    a rejected step's noise is forgotten (biased: acceptance then selects the noise). A
-    Brownian-register protocol object for :func:`adaptive_sde.solve`."""
-
-    per_sample = True
-
-    def __init__(self, batch: int, m: int, seed: int, dtype: torch.dtype = torch.float64) -> None:
-        self.batch_size, self.brownian_size = batch, m
-        self._inner = BrownianRegister(batch, m, seed=seed, dtype=dtype)
-
-    def horizon(self, rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.full_like(t, math.inf)
-
-    def increment(self, rows: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor) -> torch.Tensor:
-        dw = self._inner.increment(rows, t, t_next)
-        self._inner.commit(rows, torch.ones_like(t, dtype=torch.bool))  # forget: never pending
-        return dw
-
-    def commit(self, rows: torch.Tensor, accepted: torch.Tensor) -> None:
-        pass
-
-    def depth_probe(self) -> None:
-        return None
-
-    def reserve(self, queries: int, probed: int | None) -> None:
-        self._inner.reserve(queries, probed)
 
 
 def frechet(a: torch.Tensor, b: torch.Tensor) -> float:
