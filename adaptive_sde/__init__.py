@@ -1,7 +1,7 @@
 """adaptive_sde: the Gotta-Go-Fast adaptive SDE solver for PyTorch."""
 
 from adaptive_sde._brownian import BrownianRegister, BrownianSource, TorchsdeBrownian
-from adaptive_sde._controller import StepController
+from adaptive_sde._controller import ConstantStepSize, StepController
 from adaptive_sde._integrate import solve
 from adaptive_sde._sde import SDEAdapter
 from adaptive_sde._solution import Result, Solution, SolveError, SolveStats
@@ -13,6 +13,7 @@ register()  # method="gtgf" for torchsde.sdeint / sdeint_adjoint
 __all__ = [
     "BrownianRegister",
     "BrownianSource",
+    "ConstantStepSize",
     "GottaGoFastSolver",
     "GottaGoFastStep",
     "Result",

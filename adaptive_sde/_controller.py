@@ -1,11 +1,21 @@
-"""Accept or reject a step, and choose the next step size, from the step's error estimate.
+"""Step-size controllers: accept or reject each attempted step and choose the next step size.
 
-Per sample (Jolicoeur-Martineau et al. 2021, §3)::
+A controller owns its decisions and its per-sample state (the diffrax design, where
+``stepsize_controller=`` is an object): the integration loop hands it each attempt as an
+:class:`Attempt` and gets back a :class:`Decision` (accept, forced, the next step, the samples
+the controller ends and why) and the controller's new state. Two controllers:
 
-    delta  = tolerance scale, elementwise              (two forms, below)
-    E      = || error / delta ||                        (per-sample RMS by default)
-    accept = E <= 1
-    h_next = clamp(safety * E**(-exponent), factor_min, factor_max) * h
+- :class:`StepController`: the Gotta-Go-Fast controller (Jolicoeur-Martineau et al. 2021, §3),
+  with an optional proportional term (Gustafsson 1991's PI control)::
+
+      delta  = tolerance scale, elementwise              (three forms, below)
+      E      = || error / delta ||                        (per-sample RMS by default)
+      accept = E <= 1
+      h_next = clamp(safety * E**(-exponent) * (E_prev / E)**pcoeff, factor_min, factor_max) * h
+
+  with ``E_prev`` the error ratio of the sample's last accepted step.
+- :class:`ConstantStepSize`: fixed steps of the first step size (order studies, ablations):
+  every finite step is accepted, no error ratio is computed.
 
 Three tolerance forms:
 
@@ -21,79 +31,221 @@ Three tolerance forms:
 
 Norms: ``"rms"`` (the paper's "L2 scaled": root mean square over the sample's elements, so the
 tolerance means the same whatever the dimension), ``"max"`` (L-infinity) and ``"l2"`` (the plain
-Euclidean norm, which tightens as the dimension grows).
+Euclidean norm, which tightens as the dimension grows). On a shared time grid the rows' ratios
+combine by ``batch_error``: ``"max"`` (every sample must pass) or ``"rms"`` (one RMS over the
+whole batch, torchsde's own adaptive rule).
 
 A proposal with a NaN or infinity anywhere is rejected and the step shrinks by
 ``nonfinite_factor``. ``E = 0`` (no noise and exact drift) gives the largest growth, never an
-infinite step. The growth clamp follows diffrax's ``PIDController`` defaults ([0.2, 10]).
+infinite step. The growth clamp follows diffrax's ``PIDController`` defaults ([0.2, 10]). The
+defaults of every option live in one table, :mod:`adaptive_sde._options`.
+
+No decision here can bias the solution's distribution: a rejected step's Brownian increment is
+kept and bridged by the Brownian source (Rackauckas & Nie 2017), whatever rule chose the steps.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 
-TOLERANCES = ("paper", "conventional", "isotropic")
-NORMS = ("rms", "max", "l2")
+from adaptive_sde import _options
+from adaptive_sde._solution import Result
+
+TOLERANCES = _options.TOLERANCES
+NORMS = _options.NORMS
+RUNNING = -1
+
+ControllerState = dict[str, torch.Tensor]  # per-sample tensors, the batch first
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempted step of the rows being stepped, as the controller sees it.
+
+    ``h`` is the proposed step, ``h_taken`` the step attempted (shorter when ``clipped`` to land
+    on an output time or a Brownian breakpoint); ``live`` is false for rows that finished
+    earlier in a block of passes (frozen: their attempt is discarded) and ``veto`` true for rows
+    that cannot be accepted whatever their error (the loop's reasons: the drift or diffusion
+    was not finite at the start, or the step could not advance the time).
+    """
+
+    t: torch.Tensor
+    h: torch.Tensor
+    h_taken: torch.Tensor
+    clipped: torch.Tensor
+    y: torch.Tensor
+    y_next: torch.Tensor
+    y_em: torch.Tensor
+    error: torch.Tensor
+    live: torch.Tensor
+    veto: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the controller decided for each row: ``accept``; ``forced`` (accepted without
+    meeting the tolerance, at ``dt_min`` with ``accept_at_dt_min``); ``h_next``, the next
+    proposed step; ``ended``, ``RUNNING`` (-1) or the :class:`~adaptive_sde.Result` with which
+    the controller ends the row; and the controller's new ``state``."""
+
+    accept: torch.Tensor
+    forced: torch.Tensor
+    h_next: torch.Tensor
+    ended: torch.Tensor
+    state: ControllerState
+
+
+class Controller(Protocol):
+    """What the integration loop needs of a step-size controller."""
+
+    shared: bool
+
+    def start(self, y0: torch.Tensor) -> ControllerState:
+        """The state of every row before the first step."""
+        ...
+
+    def adapt(self, attempt: Attempt, state: ControllerState) -> Decision:
+        """Decide on one attempt (called under ``torch.no_grad()``)."""
+        ...
+
+    def first_step(self, h: torch.Tensor) -> torch.Tensor:
+        """The first proposed step, within the controller's bounds."""
+        ...
+
+    def for_grid(self, shared: bool) -> Controller:
+        """This controller for per-sample steps (``shared=False``) or one shared grid."""
+        ...
 
 
 class StepController:
-    """Turns an error estimate into accept/reject and the next step size.
+    """The Gotta-Go-Fast step-size controller (see the module docstring).
 
-    **Arguments:** ``rtol``, ``atol`` (see the module docstring), ``tolerance``, ``norm``,
-    ``safety`` (θ, 0.9), ``exponent`` (r, 0.9), ``factor_min`` / ``factor_max`` (the clamp on
-    ``h_next / h``), ``nonfinite_factor`` (the shrink after a non-finite proposal), ``dt_min``,
-    ``dt_max`` (bounds on the step; a rejected step that would go below ``dt_min`` ends the solve
-    of that sample with a result code), ``shared`` (one decision for the whole batch: every
-    sample must pass, the smallest factor wins), ``accept_at_dt_min`` (torchsde's meaning of
-    ``dt_min``: steps never shrink below it, and a step of ``dt_min`` is accepted whatever its
-    error, instead of ending the solve).
+    **Arguments** (defaults in :mod:`adaptive_sde._options`): ``rtol`` (1e-2), ``atol`` (1e-3),
+    ``tolerance`` (``"paper"``), ``norm`` (``"rms"``), ``batch_error`` (``"max"``: on a shared
+    grid every sample must pass; ``"rms"``: one RMS over the batch), ``safety`` (θ, 0.9),
+    ``exponent`` (the integral gain r, 0.9), ``pcoeff`` (the proportional gain, 0: plain
+    I control), ``factor_min`` / ``factor_max`` (the clamp on ``h_next / h``, 0.2 and 10),
+    ``factor_max_after_reject`` (the clamp's upper end for a step accepted right after a
+    rejection, 10), ``nonfinite_factor`` (the shrink after a non-finite proposal, 0.1),
+    ``dt_min`` (0), ``dt_max`` (inf): bounds on the step; a rejected step that would go below
+    ``dt_min`` ends the solve of that sample with ``DT_MIN_REACHED``; ``accept_at_dt_min``
+    (torchsde's meaning of ``dt_min``: steps never shrink below it, and a step of ``dt_min`` is
+    accepted whatever its error, instead of ending the solve); ``shared`` (one decision for the
+    whole batch; set by the solve from its ``per_sample``).
     """
 
     def __init__(
         self,
-        rtol: float,
-        atol: float,
+        rtol: float | None = None,
+        atol: float | None = None,
         *,
-        tolerance: str = "paper",
-        norm: str = "rms",
-        safety: float = 0.9,
-        exponent: float = 0.9,
-        factor_min: float = 0.2,
-        factor_max: float = 10.0,
-        nonfinite_factor: float = 0.1,
-        dt_min: float = 0.0,
-        dt_max: float = math.inf,
+        tolerance: str | None = None,
+        norm: str | None = None,
+        batch_error: str | None = None,
+        safety: float | None = None,
+        exponent: float | None = None,
+        pcoeff: float | None = None,
+        factor_min: float | None = None,
+        factor_max: float | None = None,
+        factor_max_after_reject: float | None = None,
+        nonfinite_factor: float | None = None,
+        dt_min: float | None = None,
+        dt_max: float | None = None,
+        accept_at_dt_min: bool | None = None,
         shared: bool = False,
-        accept_at_dt_min: bool = False,
+        defaults: dict[str, Any] | None = None,
     ) -> None:
-        _check_real("rtol", rtol, low=0.0)
-        _check_real("atol", atol, low=0.0)
-        if rtol == 0 and atol == 0:
+        given = dict(locals())
+        o = _options.resolve(given, names=_options.CONTROLLER, defaults=defaults)
+        if o["rtol"] == 0 and o["atol"] == 0:
             raise ValueError("rtol and atol cannot both be zero: no step would ever be accepted")
-        if rtol >= 1:
-            raise ValueError(f"rtol must be below 1 (a relative error of 100%), got {rtol}")
-        if tolerance not in TOLERANCES:
-            raise ValueError(f"tolerance must be one of {TOLERANCES}, got {tolerance!r}")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        _check_real("safety", safety, low=0.0, low_open=True, high=1.0)
-        _check_real("exponent", exponent, low=0.0, low_open=True)
-        _check_real("factor_min", factor_min, low=0.0, low_open=True, high=1.0)
-        _check_real("factor_max", factor_max, low=1.0)
-        _check_real("nonfinite_factor", nonfinite_factor, low=0.0, low_open=True, high=1.0)
-        _check_real("dt_min", dt_min, low=0.0)
-        if not (isinstance(dt_max, (int, float)) and dt_max > dt_min):
-            raise ValueError(f"dt_max must be a number above dt_min={dt_min}, got {dt_max!r}")
-        self.rtol, self.atol = float(rtol), float(atol)
-        self.tolerance, self.norm = tolerance, norm
-        self.safety, self.exponent = float(safety), float(exponent)
-        self.factor_min, self.factor_max = float(factor_min), float(factor_max)
-        self.nonfinite_factor = float(nonfinite_factor)
-        self.dt_min, self.dt_max = float(dt_min), float(dt_max)
-        self.shared = shared
-        self.accept_at_dt_min = accept_at_dt_min and self.dt_min > 0
+        if not o["dt_max"] > o["dt_min"]:
+            raise ValueError(
+                f"dt_max must be a number above dt_min={o['dt_min']}, got {o['dt_max']!r}"
+            )
+        self.rtol, self.atol = o["rtol"], o["atol"]
+        self.tolerance, self.norm, self.batch_error = o["tolerance"], o["norm"], o["batch_error"]
+        self.safety, self.exponent, self.pcoeff = o["safety"], o["exponent"], o["pcoeff"]
+        self.factor_min, self.factor_max = o["factor_min"], o["factor_max"]
+        self.factor_max_after_reject = min(o["factor_max_after_reject"], self.factor_max)
+        self.nonfinite_factor = o["nonfinite_factor"]
+        self.dt_min, self.dt_max = o["dt_min"], o["dt_max"]
+        self.accept_at_dt_min = bool(o["accept_at_dt_min"]) and self.dt_min > 0
+        self.shared = bool(shared)
+
+    def __repr__(self) -> str:
+        names = [n for n in _options.CONTROLLER if n not in ("accept_at_dt_min",)]
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
+        return f"StepController({inner}, accept_at_dt_min={self.accept_at_dt_min})"
+
+    def for_grid(self, shared: bool) -> StepController:
+        if shared == self.shared:
+            return self
+        other = copy.copy(self)
+        other.shared = shared
+        return other
+
+    def first_step(self, h: torch.Tensor) -> torch.Tensor:
+        low = self.dt_min if self.accept_at_dt_min else None
+        return torch.clamp(h, min=low, max=self.dt_max)
+
+    # -- the state ---------------------------------------------------------------------------
+
+    def start(self, y0: torch.Tensor) -> ControllerState:
+        n = y0.shape[0]
+        state: ControllerState = {
+            "e_prev": torch.ones(n, dtype=torch.float64, device=y0.device),
+            "rejected_last": torch.zeros(n, dtype=torch.bool, device=y0.device),
+        }
+        if self.tolerance != "conventional":  # the paper's forms need the last EM proposal
+            state["y_em_prev"] = y0.detach()
+        return state
+
+    # -- the decision ------------------------------------------------------------------------
+
+    def adapt(self, attempt: Attempt, state: ControllerState) -> Decision:
+        a = attempt
+        e = self.error_ratio(a.y, a.y_next, a.y_em, state.get("y_em_prev", a.y_em), a.error)
+        e = torch.where(a.live, e, torch.zeros_like(e))  # a frozen row never rejects a grid
+        e_row = e
+        e_prev, rejected_last = state["e_prev"], state["rejected_last"]
+        if self.shared:
+            # One decision, computed once on 0-d tensors and broadcast: computed per row, the
+            # power could differ in the last bit between vectorised and scalar kernels, and
+            # split the shared grid (the rows' histories are equal).
+            e = self._batch(e, a.live)
+            e_prev, rejected_last = e_prev[0], rejected_last[0]
+        finite = ~torch.isnan(e)
+        accept = finite & (e <= 1)
+        factor = self.growth(e, e_prev, rejected_last)
+        if self.shared:
+            e, finite, accept, factor = (v.expand_as(e_row) for v in (e, finite, accept, factor))
+        forced = self._forced(a.h, finite) & ~accept
+        accept = (accept | forced) & ~a.veto & a.live
+        forced = forced & accept
+        h_next = self.next_step(a.h_taken, a.h, a.clipped, accept, factor)
+        too_small = ~accept & (h_next < self.step_floor(a.t))
+        if self.accept_at_dt_min:
+            # A step at dt_min is accepted whatever its error, but not when it is not finite:
+            # then nothing smaller is allowed, and the sample ends (NONFINITE, below).
+            too_small |= ~accept & ~finite & (a.h <= self.dt_min * (1 + 1e-9))
+        ended = torch.full(e_row.shape, RUNNING, dtype=torch.int64, device=e_row.device)
+        ended = torch.where(too_small, Result.DT_MIN_REACHED, ended)
+        if self.shared:  # rows that met the tolerance were stopped by the others
+            ended = torch.where(too_small & (e_row <= 1), Result.BATCH_STOPPED, ended)
+        ended = torch.where(too_small & torch.isnan(e_row), Result.NONFINITE, ended)
+        new: ControllerState = {
+            "e_prev": torch.where(accept, e.to(torch.float64), state["e_prev"]),
+            "rejected_last": torch.where(a.live, ~accept, state["rejected_last"]),
+        }
+        if "y_em_prev" in state:
+            new["y_em_prev"] = torch.where(accept[:, None], a.y_em.detach(), state["y_em_prev"])
+        return Decision(accept=accept, forced=forced, h_next=h_next, ended=ended, state=new)
 
     def error_ratio(
         self,
@@ -126,27 +278,45 @@ class StepController:
         finite = torch.isfinite(y_next).all(dim=1) & torch.isfinite(y_em).all(dim=1)
         return torch.where(finite, e, torch.full_like(e, math.nan))
 
+    def _batch(self, e: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+        """One error ratio (0-d) for a shared grid. NaN propagates: one bad row rejects the
+        shared step."""
+        if self.batch_error == "max":
+            return e.max()
+        count = torch.clamp(live.sum(), min=1).to(e.dtype)
+        return torch.sqrt(e.square().sum() / count)
+
+    def growth(
+        self,
+        e: torch.Tensor,
+        e_prev: torch.Tensor | None = None,
+        rejected_last: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``h_next / h`` of each row from its error ratio ``e`` (NaN: not finite)."""
+        clamped = torch.clamp(e, min=1e-30)
+        growth = self.safety * torch.pow(clamped, -self.exponent)
+        if self.pcoeff and e_prev is not None:
+            previous = torch.clamp(e_prev.to(e.dtype), min=1e-30)
+            growth = growth * torch.pow(previous / clamped, self.pcoeff)
+        growth = torch.clamp(growth, self.factor_min, self.factor_max)
+        if rejected_last is not None and self.factor_max_after_reject < self.factor_max:
+            cap = torch.where(rejected_last, self.factor_max_after_reject, self.factor_max)
+            growth = torch.minimum(growth, cap.to(growth.dtype))
+        return torch.where(torch.isnan(e), torch.full_like(growth, self.nonfinite_factor), growth)
+
     def decide(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(accept, factor)`` per row from the error ratios ``e`` (NaN = not finite)."""
+        """``(accept, factor)`` per row from the error ratios ``e`` alone (no history: the
+        pure I controller), as the diffusion sampler in signal-to-noise time uses it."""
         rows = e
         if self.shared:
-            # One decision, computed once and broadcast: computing it per row could differ in
-            # the last bit between vectorised and scalar kernels, and split the shared grid.
             e = e.max()  # NaN propagates: one bad row rejects the shared step
-        finite = ~torch.isnan(e)
-        accept = finite & (e <= 1)
-        growth = self.safety * torch.pow(torch.clamp(e, min=1e-30), -self.exponent)
-        growth = torch.clamp(growth, self.factor_min, self.factor_max)
-        factor = torch.where(finite, growth, torch.full_like(growth, self.nonfinite_factor))
-        return accept.expand_as(rows), factor.expand_as(rows)
+        accept = ~torch.isnan(e) & (e <= 1)
+        return accept.expand_as(rows), self.growth(e).expand_as(rows)
 
-    def forced(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    def _forced(self, h: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
         """Rows whose step, at ``dt_min``, is accepted whatever its (finite) error."""
-        finite = ~torch.isnan(e)
         if not self.accept_at_dt_min:
             return torch.zeros_like(finite)
-        if self.shared:
-            finite = finite.all().expand_as(finite)
         return finite & (h <= self.dt_min * (1 + 1e-9))
 
     def next_step(
@@ -173,24 +343,45 @@ class StepController:
         return resolution if self.accept_at_dt_min else torch.clamp(resolution, min=self.dt_min)
 
 
+class ConstantStepSize:
+    """Fixed steps: every step is the first step (``dt0``), accepted when its proposal is
+    finite; a proposal that is not finite ends the sample with ``NONFINITE`` (a smaller step is
+    not allowed). No error ratio is computed. diffrax's ``ConstantStepSize``."""
+
+    def __init__(self, shared: bool = False) -> None:
+        self.shared = bool(shared)
+
+    def __repr__(self) -> str:
+        return "ConstantStepSize()"
+
+    def for_grid(self, shared: bool) -> ConstantStepSize:
+        return self if shared == self.shared else ConstantStepSize(shared)
+
+    def first_step(self, h: torch.Tensor) -> torch.Tensor:
+        return h
+
+    def start(self, y0: torch.Tensor) -> ControllerState:
+        return {}
+
+    def adapt(self, attempt: Attempt, state: ControllerState) -> Decision:
+        a = attempt
+        finite = torch.isfinite(a.y_next).all(dim=1) & torch.isfinite(a.y_em).all(dim=1)
+        if self.shared:
+            finite = (finite | ~a.live).all().expand_as(finite)
+        accept = finite & ~a.veto & a.live
+        ended = torch.where(
+            a.live & ~finite & ~a.veto,
+            torch.full_like(a.h, Result.NONFINITE, dtype=torch.int64),
+            torch.full_like(a.h, RUNNING, dtype=torch.int64),
+        )
+        return Decision(
+            accept=accept,
+            forced=torch.zeros_like(accept),
+            h_next=a.h,
+            ended=ended,
+            state=state,
+        )
+
+
 def _rms(y: torch.Tensor) -> torch.Tensor:
     return y.square().mean(dim=1, keepdim=True).sqrt()
-
-
-def _check_real(
-    name: str,
-    value: object,
-    *,
-    low: float,
-    low_open: bool = False,
-    high: float | None = None,
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    bad = not math.isfinite(value) or value < low or (low_open and value == low)
-    if high is not None and value > high:
-        bad = True
-    if bad:
-        lo = "(" if low_open else "["
-        hi = f"{high}]" if high is not None else "inf)"
-        raise ValueError(f"{name} must be a finite number in {lo}{low}, {hi}, got {value}")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Any
 
 import torch
 
+from adaptive_sde import _options
 from adaptive_sde._brownian import BrownianRegister, BrownianSource, TorchsdeBrownian, resolve_seed
-from adaptive_sde._controller import StepController
+from adaptive_sde._controller import ConstantStepSize, StepController
 from adaptive_sde._loop import Integration
 from adaptive_sde._random import mix64_int
 from adaptive_sde._sde import SDEAdapter
@@ -19,7 +19,6 @@ from adaptive_sde._validation import (
     check_bool,
     check_count,
     check_positive,
-    check_seed,
     check_state,
     check_times,
 )
@@ -37,28 +36,31 @@ def solve(
     y0: torch.Tensor,
     ts: torch.Tensor,
     *,
-    rtol: float = 1e-2,
-    atol: float = 1e-3,
+    rtol: float | None = None,
+    atol: float | None = None,
     dt0: float | torch.Tensor | None = None,
     bm: Any = None,
     seed: int | torch.Generator | None = None,
     per_sample: bool = True,
     adaptive: bool = True,
-    tolerance: str = "paper",
-    norm: str = "rms",
-    safety: float = 0.9,
-    exponent: float = 0.9,
-    factor_min: float = 0.2,
-    factor_max: float = 10.0,
-    dt_min: float = 0.0,
-    dt_max: float = math.inf,
-    max_steps: int = 100_000,
-    extrapolate: bool = True,
+    controller: StepController | ConstantStepSize | None = None,
+    tolerance: str | None = None,
+    norm: str | None = None,
+    batch_error: str | None = None,
+    safety: float | None = None,
+    exponent: float | None = None,
+    pcoeff: float | None = None,
+    factor_min: float | None = None,
+    factor_max: float | None = None,
+    dt_min: float | None = None,
+    dt_max: float | None = None,
+    max_steps: int | None = None,
+    extrapolate: bool | None = None,
     decouple_signs: bool | None = None,
     brownian_size: int | None = None,
-    throw: bool = True,
-    progress: bool = False,
-    accept_at_dt_min: bool = False,
+    throw: bool | None = None,
+    progress: bool | None = None,
+    accept_at_dt_min: bool | None = None,
     sync_every: int | None = None,
     sample_ids: torch.Tensor | None = None,
 ) -> Solution:
@@ -83,11 +85,14 @@ def solve(
     - ``y0``: the initial state, shape (batch, d), finite, float32 or float64.
     - ``ts``: output times, 1-D and strictly increasing; the solve starts at ``ts[0]`` and every
       output is computed by a step that ends exactly there (no interpolation).
-    - ``rtol``, ``atol``, ``tolerance``, ``norm``, ``safety``, ``exponent``, ``factor_min``,
-      ``factor_max``, ``dt_min``, ``dt_max``: the step-size controller, see
-      :class:`~adaptive_sde.StepController`. ``tolerance="paper"`` is
-      ``max(atol, rtol * max(|y_em_prev|, |y_em|))``; ``"conventional"`` is
-      ``atol + rtol * max(|y|, |y_next|)``.
+    - ``rtol``, ``atol``, ``tolerance``, ``norm``, ``batch_error``, ``safety``, ``exponent``,
+      ``pcoeff``, ``factor_min``, ``factor_max``, ``dt_min``, ``dt_max``, ``accept_at_dt_min``:
+      the step-size controller's options, see :class:`~adaptive_sde.StepController` (``None``:
+      its default, from the one option table :mod:`adaptive_sde._options`; rtol 1e-2, atol
+      1e-3, the paper's tolerance ``max(atol, rtol * max(|y_em_prev|, |y_em|))``).
+    - ``controller``: a :class:`~adaptive_sde.StepController` or
+      :class:`~adaptive_sde.ConstantStepSize` to use instead (then none of the options
+      above may be given).
     - ``dt0``: the first step (default ``(ts[-1] - ts[0]) / 100``), a number or a tensor of shape
       (batch,) with one first step per sample (such as ``Solution.dt_next`` of an earlier solve;
       with ``per_sample=False`` the batch starts with the smallest of them); with
@@ -106,7 +111,8 @@ def solve(
     - ``per_sample``: every sample takes its own steps (default). ``False``: one time grid for the
       batch, needed when rows interact (particles, mean-field terms); a step is accepted only if
       every sample passes.
-    - ``adaptive``: ``False`` takes fixed steps of ``dt0`` (for convergence-order studies).
+    - ``adaptive``: ``False`` takes fixed steps of ``dt0`` (for convergence-order studies): the
+      same as ``controller=ConstantStepSize()``.
     - ``max_steps``: the budget of attempted steps per sample.
     - ``extrapolate``: keep the higher-order result (default); ``False`` keeps Euler-Maruyama
       (an ablation: biased with adaptive steps and multiplicative noise).
@@ -122,6 +128,12 @@ def solve(
     - ``accept_at_dt_min``: torchsde's meaning of ``dt_min``: a step that would shrink below it is
       taken at ``dt_min`` and accepted whatever its error (counted in ``stats.num_forced``),
       instead of ending the sample with ``DT_MIN_REACHED``.
+
+    A rejected step costs one evaluation, not two: the state did not move, so the retry keeps
+    the first stage ``(f, g)`` at ``(t, y)`` and evaluates only its second stage (for SDEs that
+    give ``g``; with ``g_prod`` alone the first stage's product depends on the increment). With
+    ``sync_every > 1`` the rows that moved are not known on the host inside a block of passes,
+    and the first stage is evaluated again after the block's first pass.
     - ``sync_every``: passes of the loop between host reads of which samples are still running.
       Finished samples leave the evaluated batch at these reads; in between, a finished sample
       takes zero-length steps that are discarded (not counted in its statistics). ``None``
@@ -136,37 +148,44 @@ def solve(
     y0 = check_state(y0)
     ts = check_times(ts, y0)
     batch, d = y0.shape
-    _check_switches(
-        per_sample=per_sample,
-        adaptive=adaptive,
-        extrapolate=extrapolate,
-        throw=throw,
-        progress=progress,
-        accept_at_dt_min=accept_at_dt_min,
+    check_bool("per_sample", per_sample)
+    check_bool("adaptive", adaptive)
+    o = _options.resolve(
+        {
+            "dt0": None,
+            "seed": seed,
+            "max_steps": max_steps,
+            "extrapolate": extrapolate,
+            "decouple_signs": decouple_signs,
+            "sync_every": sync_every,
+            "progress": progress,
+            "throw": throw,
+        },
+        names=_options.SOLVE,
     )
-    check_bool("decouple_signs", decouple_signs, allow_none=True)
-    check_seed(seed)
-    span = float(ts[-1] - ts[0])
-    h = _first_steps(dt0, span, batch, ts)
-    if not per_sample:
-        h = h.min().expand(batch).clone()  # one grid for the batch: the smallest first step
-    max_steps = check_count("max_steps", max_steps)
-    if sync_every is not None:
-        sync_every = check_count("sync_every", sync_every)
-    controller = StepController(
-        rtol,
-        atol,
+    control = _controller(
+        controller,
+        adaptive,
+        per_sample,
+        rtol=rtol,
+        atol=atol,
         tolerance=tolerance,
         norm=norm,
+        batch_error=batch_error,
         safety=safety,
         exponent=exponent,
+        pcoeff=pcoeff,
         factor_min=factor_min,
         factor_max=factor_max,
         dt_min=dt_min,
         dt_max=dt_max,
-        shared=not per_sample,
         accept_at_dt_min=accept_at_dt_min,
     )
+    span = float(ts[-1] - ts[0])
+    h = _first_steps(dt0, span, batch, ts)
+    if not per_sample:
+        h = h.min().expand(batch).clone()  # one grid for the batch: the smallest first step
+    max_steps, sync_every = o["max_steps"], o["sync_every"]
     if brownian_size is not None:
         brownian_size = check_count("brownian_size", brownian_size)
     bm_size = getattr(bm, "brownian_size", None) or _torchsde_size(bm) or brownian_size
@@ -179,7 +198,9 @@ def solve(
     start = adapter.drift_and_diffusion(t0, y0) if adapter.has_g else None
     m = adapter.brownian_size
     assert m is not None
-    stepper = GottaGoFastStep(adapter, extrapolate=extrapolate, decouple_signs=decouple_signs)
+    stepper = GottaGoFastStep(
+        adapter, extrapolate=o["extrapolate"], decouple_signs=o["decouple_signs"]
+    )
     if sample_ids is not None and bm is not None:
         raise ValueError("sample_ids names the rows of the default register: pass it with bm=None")
     _check_sample_ids(sample_ids, batch)
@@ -195,34 +216,53 @@ def solve(
             y0.dtype,
             decoupled=stepper.decouple_signs,
         )
-    h = torch.clamp(h, min=dt_min if controller.accept_at_dt_min else None, max=dt_max)
+    h = control.first_step(h)
     if sync_every is None:
         sync_every = 1 if y0.device.type == "cpu" else 8
     if isinstance(brownian, TorchsdeBrownian):
         sync_every = 1
     integration = Integration(
         stepper,
-        controller,
+        control,
         brownian,
         signs,
         ts,
         max_steps=max_steps,
-        adaptive=adaptive,
         per_sample=per_sample,
-        progress=progress,
+        progress=o["progress"],
         sync_every=sync_every,
     )
     solution = integration.run(y0, h, start)
-    if throw and not solution.stats.success:
+    if o["throw"] and not solution.stats.success:
         span_of_ts = (float(ts[0]), float(ts[-1]))
         raise SolveError(failure_message(solution.stats, span=span_of_ts), solution)
     return solution
 
 
-def _check_switches(**switches: Any) -> None:
-    """Every on/off argument must be a bool: a truthy stand-in (``"no"``, ``1``) is refused."""
-    for name, value in switches.items():
-        check_bool(name, value)
+def _controller(
+    controller: Any, adaptive: bool, per_sample: bool, **options: Any
+) -> StepController | ConstantStepSize:
+    """The solve's controller: the one given, or one built from the options (``None``: the
+    option table's default); fixed steps with ``adaptive=False``."""
+    given = sorted(name for name, value in options.items() if value is not None)
+    if controller is not None:
+        if not isinstance(controller, (StepController, ConstantStepSize)):
+            raise TypeError(
+                "controller must be an adaptive_sde.StepController or ConstantStepSize, got "
+                f"{type(controller).__name__}"
+            )
+        if given:
+            raise ValueError(
+                f"pass the controller's options to the controller, not beside it: got "
+                f"controller= and {', '.join(given)}"
+            )
+        if not adaptive and isinstance(controller, StepController):
+            raise ValueError("adaptive=False takes fixed steps: it cannot use a StepController")
+        return controller.for_grid(shared=not per_sample)
+    built = StepController(**options, shared=not per_sample)  # checks every option
+    if not adaptive:  # fixed steps of dt0: the tolerances are checked, and not used
+        return ConstantStepSize(shared=not per_sample)
+    return built
 
 
 def _check_sample_ids(sample_ids: Any, batch: int) -> None:

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
 from adaptive_sde._brownian import BrownianSource
-from adaptive_sde._controller import StepController
+from adaptive_sde._controller import Attempt, Controller, ControllerState
 from adaptive_sde._progress import ProgressMeter
 from adaptive_sde._solution import Result, Solution, SolveStats
 from adaptive_sde._step import GottaGoFastStep, RobertsSigns, StepResult
@@ -50,7 +51,7 @@ class SampleState:
     t: torch.Tensor
     h: torch.Tensor  # the next proposed step
     y: torch.Tensor
-    y_em_prev: torch.Tensor  # Euler-Maruyama proposal of the last accepted step (paper tolerance)
+    control: ControllerState  # the controller's per-sample state
     out_index: torch.Tensor  # index into ts of the next output time
     status: torch.Tensor
     nfe: torch.Tensor
@@ -59,9 +60,16 @@ class SampleState:
     forced: torch.Tensor
     dt_smallest: torch.Tensor
     dt_largest: torch.Tensor
+    # The first stage, (f, g) at (t, y), kept across a rejection (the state did not move, so a
+    # retry needs only its second stage); ``stale`` rows moved since and need it evaluated.
+    f1: torch.Tensor | None = None
+    g1: torch.Tensor | None = None
+    stale: torch.Tensor | None = None
 
     @classmethod
-    def start(cls, y0: torch.Tensor, ts: torch.Tensor, h0: torch.Tensor) -> SampleState:
+    def start(
+        cls, y0: torch.Tensor, ts: torch.Tensor, h0: torch.Tensor, control: ControllerState
+    ) -> SampleState:
         batch = y0.shape[0]
 
         def counter() -> torch.Tensor:
@@ -71,7 +79,7 @@ class SampleState:
             t=ts[0].expand(batch).clone(),
             h=h0,
             y=y0,
-            y_em_prev=y0.detach(),
+            control=control,
             out_index=torch.ones(batch, dtype=torch.int64, device=y0.device),
             status=torch.full((batch,), RUNNING, dtype=torch.int64, device=y0.device),
             nfe=counter(),
@@ -86,7 +94,7 @@ class SampleState:
         """The state of ``rows`` (all rows for ``None``)."""
         if rows is None:
             return self
-        return SampleState(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+        return SampleState(**{f.name: _take(getattr(self, f.name), rows) for f in fields(self)})
 
     def put(self, rows: torch.Tensor | None, part: SampleState) -> None:
         """Write back the state of ``rows``; out of place, so that earlier states of ``y`` stay
@@ -94,7 +102,7 @@ class SampleState:
         for f in fields(self):
             value = getattr(part, f.name)
             if rows is not None:
-                value = getattr(self, f.name).index_put((rows,), value)
+                value = _put(getattr(self, f.name), rows, value)
             setattr(self, f.name, value)
 
     def stats(self) -> SolveStats:
@@ -110,19 +118,37 @@ class SampleState:
         )
 
 
+def _take(value: Any, rows: torch.Tensor) -> Any:
+    if isinstance(value, dict):
+        return {k: v[rows] for k, v in value.items()}
+    return None if value is None else value[rows]
+
+
+def _put(whole: Any, rows: torch.Tensor, part: Any) -> Any:
+    if isinstance(whole, dict):
+        return {k: v.index_put((rows,), part[k]) for k, v in whole.items()}
+    return None if whole is None else whole.index_put((rows,), part)
+
+
 class Integration:
-    """One solve: the pieces it is made of, and the loop that drives them."""
+    """One solve: the pieces it is made of, and the loop that drives them.
+
+    The stepper makes the attempt, the controller decides on it (it owns its state and its
+    failure codes), the Brownian source gives and keeps the increments; the loop owns what is
+    left: the rows still running, output times, the step's landing, the first stage kept
+    across rejections, and the reasons no controller can fix (the drift or diffusion not
+    finite at the start, a step that cannot advance the time, the step budget).
+    """
 
     def __init__(
         self,
         stepper: GottaGoFastStep,
-        controller: StepController,
+        controller: Controller,
         brownian: BrownianSource,
         signs: RobertsSigns | None,
         ts: torch.Tensor,
         *,
         max_steps: int,
-        adaptive: bool,
         per_sample: bool,
         progress: bool,
         sync_every: int = 1,
@@ -134,10 +160,13 @@ class Integration:
             signs,
         )
         self.ts = ts
-        self.max_steps, self.adaptive, self.per_sample = max_steps, adaptive, per_sample
+        self.max_steps, self.per_sample = max_steps, per_sample
         self.progress = progress
         self.sync_every = sync_every
         self._additive = _AdditiveWatch(stepper.sde.is_additive and stepper.sde.has_g, ts.device)
+        # A retry after a rejection reuses the first stage when the SDE gives f and g (with only
+        # g_prod the first stage's product depends on the increment, which the retry changes).
+        self._keeps_start = stepper.sde.has_g
 
     def run(
         self,
@@ -147,19 +176,33 @@ class Integration:
     ) -> Solution:
         """Integrate from ``ts[0]``; ``start`` is ``(f, g)`` at ``(ts[0], y0)`` if already known."""
         batch, ts = y0.shape[0], self.ts
-        state = SampleState.start(y0, ts, h0)
+        state = SampleState.start(y0, ts, h0, self.controller.start(y0))
+        keeps = self._keeps_start
+        if keeps:
+            state.stale = torch.full((batch,), start is None, dtype=torch.bool, device=y0.device)
+            if start is not None:  # evaluated by the solve up front: one evaluation per row
+                state.f1, state.g1 = start
+                state.nfe = state.nfe + 1
+            else:
+                state.f1 = torch.zeros_like(y0)  # placeholders, evaluated before the first step
+                state.g1 = None
         ys = torch.full((len(ts), *y0.shape), math.nan, dtype=y0.dtype, device=y0.device)
         ys[0] = y0
         meter = ProgressMeter(float(ts[0]), float(ts[-1]), self.progress)
         evaluations = 0
         try:
             while True:
-                # The one host read of a block of passes: how many rows are still running (and
-                # what the Brownian source needs to know). The running rows are gathered by a
-                # stable sort on the device, since nonzero would be a second read.
+                # The one host read of a block of passes: how many rows are still running, how
+                # many of them need their first stage evaluated, what the Brownian source needs
+                # to know. The rows are gathered by stable sorts on the device, since nonzero
+                # would be another read.
                 running = state.status == RUNNING
                 probe = self.brownian.depth_probe()
-                counts = [running.sum()] + ([] if probe is None else [probe])
+                counts = [running.sum()]
+                if keeps:
+                    assert state.stale is not None
+                    counts.append((state.stale & running).sum())
+                counts += [] if probe is None else [probe]
                 counts += self._additive.flags()
                 read = torch.stack(counts).tolist()
                 if self._additive.active and read[-1]:
@@ -167,30 +210,53 @@ class Integration:
                 n = int(read[0])
                 if n == 0:
                     break
-                self.brownian.reserve(self.sync_every, None if probe is None else int(read[1]))
+                stale = int(read[1]) if keeps else n
+                depth = None if probe is None else int(read[1 + keeps])
+                self.brownian.reserve(self.sync_every, depth)
                 rows: torch.Tensor | None = None
                 if n < batch:
                     rows = torch.argsort((~running).to(torch.uint8), stable=True)[:n]
                 part = state.take(rows)
-                for _ in range(self.sync_every):
-                    self._attempt(part, rows, ys, start)
-                    start = None
-                    evaluations += self.stepper.evaluations_per_step * n
+                for k in range(self.sync_every):
+                    if keeps:
+                        # Inside a block the rows that moved are not known on the host: the
+                        # first stage of every row is evaluated again.
+                        evaluations += self._refresh_start(part, rows, stale if k == 0 else n)
+                    evaluations += self._attempt(part, rows, ys)
                 state.put(rows, part)
                 meter.update(state.t, evaluations)
         finally:
             meter.close()
         return Solution(ts=ts, ys=ys, stats=state.stats(), dt_next=state.h)
 
-    def _attempt(
-        self,
-        s: SampleState,
-        rows: torch.Tensor | None,
-        ys: torch.Tensor,
-        start: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> None:
-        """Attempt one step for the samples of ``s`` (updated in place) and record outputs."""
-        controller = self.controller
+    def _refresh_start(self, s: SampleState, rows: torch.Tensor | None, count: int) -> int:
+        """Evaluate the first stage of the ``count`` stale rows of ``s`` (the rows whose state
+        moved since it was evaluated); returns the evaluations made."""
+        assert s.stale is not None and s.f1 is not None
+        n = s.y.shape[0]
+        if count == 0:
+            return 0
+        sde = self.stepper.sde
+        live = s.status == RUNNING
+        if count >= n or not self.per_sample:  # a shared grid's rows move together
+            _tell_rows(self.brownian, rows)
+            s.f1, s.g1 = sde.drift_and_diffusion(s.t, s.y)
+            s.nfe = s.nfe + live.to(torch.int64)
+            s.stale = torch.zeros_like(s.stale)
+            return n
+        which = torch.argsort((~s.stale).to(torch.uint8), stable=True)[:count]
+        _tell_rows(self.brownian, which if rows is None else rows[which])
+        f1, g1 = sde.drift_and_diffusion(s.t[which], s.y[which])
+        s.f1 = s.f1.index_put((which,), f1)
+        assert s.g1 is not None
+        s.g1 = s.g1.index_put((which,), g1)
+        s.nfe = s.nfe.index_add(0, which, torch.ones_like(which))
+        s.stale = torch.zeros_like(s.stale)
+        return count
+
+    def _attempt(self, s: SampleState, rows: torch.Tensor | None, ys: torch.Tensor) -> int:
+        """Attempt one step for the samples of ``s`` (updated in place) and record outputs;
+        returns the evaluations made."""
         # Rows that finished earlier in this block are frozen: they step from t to t (their
         # target is the last output time, which they have reached) and nothing is kept.
         live = s.status == RUNNING
@@ -204,29 +270,31 @@ class Integration:
         signs = kept = None
         if self.signs is not None:
             signs, kept = self.signs.draw(rows, s.accepted, s.accepted + s.rejected)
+        start = None if s.g1 is None or s.f1 is None else (s.f1, s.g1)
         result = self.stepper.step(s.t, t_next, s.y, dw, signs, start, kept)
+        stages = self.stepper.evaluations_per_step - (start is not None)
 
         with torch.no_grad():
-            e = controller.error_ratio(
-                s.y.detach(),
-                result.y_next.detach(),
-                result.y_em.detach(),
-                s.y_em_prev,
-                result.error.detach(),
-            )
-            e = torch.where(live, e, torch.zeros_like(e))  # a frozen row never rejects a grid
-            if self.adaptive:
-                accept, factor = controller.decide(e)
-                forced = controller.forced(s.h, e) & ~accept
-                accept = accept | forced
-            else:
-                accept, factor = ~torch.isnan(e), torch.ones_like(e)
-                forced = torch.zeros_like(accept)
             # A drift or diffusion that is not finite where the step starts: no step can help.
             own_stuck = ~result.start_finite & live
             stuck = own_stuck if self.per_sample else own_stuck.any().expand_as(own_stuck)
-            accept = accept & ~stuck & ~stalled & live
-            forced = forced & accept
+            h_taken = t_next - s.t
+            decision = self.controller.adapt(
+                Attempt(
+                    t=s.t,
+                    h=s.h,
+                    h_taken=h_taken,
+                    clipped=clipped,
+                    y=s.y.detach(),
+                    y_next=result.y_next.detach(),
+                    y_em=result.y_em.detach(),
+                    error=result.error.detach(),
+                    live=live,
+                    veto=stuck | stalled,
+                ),
+                s.control,
+            )
+            accept = decision.accept
             self._additive.compare(rows, live, accept, result)
         self.brownian.commit(rows, accept)
 
@@ -237,83 +305,54 @@ class Integration:
         ys[out_index, out_rows] = torch.where(hit[:, None], y_kept, ys[out_index, out_rows])
         s.y = y_kept
         with torch.no_grad():
-            s.y_em_prev = torch.where(accept[:, None], result.y_em.detach(), s.y_em_prev)
-            outcome = _Outcome(accept, factor, forced, stuck, own_stuck, stalled, hit, e)
-            self._bookkeep(s, live, t_next, clipped, outcome)
-
-    def _bookkeep(
-        self,
-        s: SampleState,
-        live: torch.Tensor,
-        t_next: torch.Tensor,
-        clipped: torch.Tensor,
-        outcome: _Outcome,
-    ) -> None:
-        """Times, step sizes, statistics and result codes after a decision; frozen rows (not
-        ``live``) keep theirs."""
-        accept, factor, forced, hit, e = (
-            outcome.accept,
-            outcome.factor,
-            outcome.forced,
-            outcome.hit,
-            outcome.e,
-        )
-        h_taken = t_next - s.t
-        s.t = torch.where(accept, t_next, s.t)
-        s.out_index = s.out_index + hit.to(torch.int64)
-        s.nfe = s.nfe + self.stepper.evaluations_per_step * live.to(torch.int64)
-        s.accepted = s.accepted + accept.to(torch.int64)
-        s.rejected = s.rejected + (~accept & live).to(torch.int64)
-        s.forced = s.forced + forced.to(torch.int64)
-        s.dt_smallest = torch.where(accept, torch.minimum(s.dt_smallest, h_taken), s.dt_smallest)
-        s.dt_largest = torch.where(accept, torch.maximum(s.dt_largest, h_taken), s.dt_largest)
-        if self.adaptive:
-            h_new = self.controller.next_step(h_taken, s.h, clipped, accept, factor)
-            h_new = torch.where(outcome.stalled, s.h, h_new)  # keep the proposal, not 0 * factor
-        else:
-            h_new = s.h
-        too_small = ~accept & (h_new < self.controller.step_floor(s.t))
-        if self.controller.accept_at_dt_min:
-            # A step at dt_min is accepted whatever its error, but not when it is not finite:
-            # then nothing smaller is allowed, and the sample ends (NONFINITE, below).
-            too_small |= ~accept & torch.isnan(e) & (s.h <= self.controller.dt_min * (1 + 1e-9))
-        s.h = torch.where(live, h_new, s.h)
-        s.status = torch.where(live, self._result_codes(s, too_small, outcome), s.status)
+            s.control = decision.state
+            if s.stale is not None:
+                s.stale = accept
+            s.t = torch.where(accept, t_next, s.t)
+            s.out_index = s.out_index + hit.to(torch.int64)
+            s.nfe = s.nfe + stages * live.to(torch.int64)
+            s.accepted = s.accepted + accept.to(torch.int64)
+            s.rejected = s.rejected + (~accept & live).to(torch.int64)
+            s.forced = s.forced + decision.forced.to(torch.int64)
+            s.dt_smallest = torch.where(
+                accept, torch.minimum(s.dt_smallest, h_taken), s.dt_smallest
+            )
+            s.dt_largest = torch.where(accept, torch.maximum(s.dt_largest, h_taken), s.dt_largest)
+            h_new = torch.where(stalled, s.h, decision.h_next)  # keep the proposal, not 0 * factor
+            s.h = torch.where(live, h_new, s.h)
+            code = self._result_codes(s, decision.ended, stalled, stuck, own_stuck)
+            s.status = torch.where(live, code, s.status)
+        return stages * s.y.shape[0]
 
     def _result_codes(
-        self, s: SampleState, too_small: torch.Tensor, outcome: _Outcome
+        self,
+        s: SampleState,
+        ended: torch.Tensor,
+        stalled: torch.Tensor,
+        stuck: torch.Tensor,
+        own_stuck: torch.Tensor,
     ) -> torch.Tensor:
-        """The status of each row after a step: ``RUNNING`` or why it ended. On a shared grid,
-        a row that ends only because another row failed is ``BATCH_STOPPED``, so that the
-        failure message can name the row that caused it."""
-        e = outcome.e
-        code = torch.full_like(s.status, RUNNING)
+        """The status of each row after a step: ``RUNNING`` or why it ended (the controller's
+        reasons in ``ended``, then the loop's). On a shared grid, a row that ends only because
+        another row failed is ``BATCH_STOPPED``, so that the failure message can name the row
+        that caused it."""
         code = torch.where(
-            s.accepted + s.rejected >= self.max_steps, Result.MAX_STEPS_REACHED, code
+            s.accepted + s.rejected >= self.max_steps, Result.MAX_STEPS_REACHED, RUNNING
         )
-        code = torch.where(too_small, Result.DT_MIN_REACHED, code)
-        if not self.per_sample:  # rows that met the tolerance were stopped by the others
-            code = torch.where(too_small & (e <= 1), Result.BATCH_STOPPED, code)
-        code = torch.where(too_small & torch.isnan(e), Result.NONFINITE, code)
-        code = torch.where(outcome.stalled, Result.NO_PROGRESS, code)
+        code = torch.where(ended != RUNNING, ended, code)
+        code = torch.where(stalled, Result.NO_PROGRESS, code)
         if not self.per_sample:
-            code = torch.where(outcome.stuck & ~outcome.own_stuck, Result.BATCH_STOPPED, code)
-        code = torch.where(outcome.own_stuck, Result.NONFINITE, code)
+            code = torch.where(stuck & ~own_stuck, Result.BATCH_STOPPED, code)
+        code = torch.where(own_stuck, Result.NONFINITE, code)
         return torch.where(s.out_index >= len(self.ts), Result.SUCCESS, code)
 
 
-@dataclass
-class _Outcome:
-    """The decision on one attempted step, per row: what the bookkeeping needs."""
-
-    accept: torch.Tensor
-    factor: torch.Tensor
-    forced: torch.Tensor
-    stuck: torch.Tensor  # no step can help (on a shared grid: some row's start is not finite)
-    own_stuck: torch.Tensor  # this row's drift or diffusion is not finite at the step's start
-    stalled: torch.Tensor  # t + h rounds to t
-    hit: torch.Tensor  # the step landed on the row's next output time
-    e: torch.Tensor  # the error ratio, NaN where the proposal is not finite
+def _tell_rows(brownian: BrownianSource, rows: torch.Tensor | None) -> None:
+    """A Brownian source that tracks which rows the SDE is evaluated on (the diffusion
+    sampler's ``RowTracker``, which restricts ``model_kwargs`` to them) learns it from each
+    increment; an evaluation of the first stage alone tells it here."""
+    if hasattr(brownian, "rows"):
+        brownian.rows = rows
 
 
 class _AdditiveWatch:

@@ -118,7 +118,7 @@ def test_step_floor_includes_dt_min_and_time_resolution():
         ({"rtol": 0.1, "atol": -1.0}, "atol"),
         ({"rtol": 0.0, "atol": 0.0}, "both be zero"),
         ({"rtol": math.nan, "atol": 0.1}, "rtol"),
-        ({"rtol": 1.5, "atol": 0.1}, "rtol must be below 1"),
+        ({"rtol": 1.5, "atol": 0.1}, r"rtol must be a number in \[0, 1\]"),
         ({"rtol": 0.1, "atol": 0.1, "norm": "l1"}, "norm"),
         ({"rtol": 0.1, "atol": 0.1, "tolerance": "mixed"}, "tolerance"),
         ({"rtol": 0.1, "atol": 0.1, "safety": 0.0}, "safety"),
