@@ -6,14 +6,16 @@ process's torch threads; the Timer synchronises CUDA), at least 7 runs per measu
 float32 throughout. Three parts:
 
 1. **Per evaluation.** A linear SDE whose f and g cost almost nothing, dX = -X dt + 0.1 dW
-   (diagonal noise, Itô; f = -y, g a constant tensor made once), solved on [0, 1] by torchsde's
-   ``euler`` (64 steps) and ``srk`` (8 steps, 10 evaluations each; its ``BrownianInterval`` has
-   the space-time Lévy area srk needs) through ``torchsde.sdeint``, and by gtgf through
+   (diagonal noise, Itô; f = -y, g a constant tensor made once), at batch x d of 64 x 16,
+   4096 x 16, 4096 x 256 and 65536 x 16, solved on [0, 1] by torchsde's ``euler`` (64 steps)
+   and ``srk`` (8 steps, 10 evaluations each; its ``BrownianInterval`` has the space-time Lévy
+   area srk needs) through ``torchsde.sdeint``, and by gtgf through
    ``adaptive_sde.solve`` (per-sample steps, its default ``BrownianRegister``) and through
    ``sdeint(method="gtgf")`` (one grid for the batch, a ``BrownianInterval``), each adaptive
    (rtol 3e-3, atol 3e-4: near 64 evaluations) and with 32 fixed steps (``adaptive=False``,
    ``options={"fixed_steps": True}``; two evaluations a step), which isolates the work of a step
-   from the number of steps. So every method makes 60 to 90 evaluations per solve. The
+   from the number of steps. So every method makes 60 to 90 evaluations per solve (from 2**20
+   elements, 4096 x 256 and 65536 x 16, the solves span [0, 1/4]: a quarter of them). The
    Brownian motion is made inside the timed call, as users get it (``solve`` makes its register,
    ``sdeint`` without ``bm`` its interval; the JSON has the interval's construction alone).
    An evaluation is one (f, g) pair on the whole batch, counted exactly by a counting run of the
@@ -25,9 +27,10 @@ float32 throughout. Three parts:
    / srk) is the ratio of median overheads, its range [low of gtgf / high of euler, high of
    gtgf / low of euler]: conservative, as it combines the two IQRs' extremes.
 2. **The counter-based generator**: ``adaptive_sde._random.normals`` (keys from
-   ``stream_keys``, one counter per row) against ``torch.randn`` of the same shape; the ratio
-   of medians with the same range.
-3. **The Brownian register**: per attempted step, what the integration loop asks of it
+   ``stream_keys``, one counter per row) against ``torch.randn`` of the same shape, at the
+   sizes of part 1 and 4096 x 1024; the ratio of medians with the same range.
+3. **The Brownian register** at 1024 x 64 (the size of the issue's target), 64 x 16 and
+   4096 x 16: per attempted step, what the integration loop asks of it
    (``reserve`` with the depth its read would give, ``horizon``, ``increment``, ``commit``),
    replayed along a recorded sequence of 64 attempts from a fresh register: all accepted (steps
    of 1/64), and with a third rejected (the step halves on a rejection, grows by 1.5 on an
@@ -61,12 +64,13 @@ TITLE = "Solver overhead per evaluation, its noise and its Brownian register"
 
 SIZES = ((64, 16), (4096, 16), (4096, 256), (65536, 16))
 GENERATOR_SIZES = (*SIZES, (4096, 1024))
-REGISTER_SIZES = ((1024, 64), *SIZES)
+REGISTER_SIZES = ((1024, 64), (64, 16), (4096, 16))
 QUICK_SIZES = ((64, 16), (512, 16))
 QUICK_GENERATOR_SIZES = ((64, 16), (1024, 64))
 QUICK_REGISTER_SIZES = ((1024, 64),)
 
 STEPS, QUICK_STEPS = 64, 16  # euler's steps; srk takes STEPS // 8, gtgf fixed STEPS // 2
+LARGE, LARGE_SPAN = 2**20, 0.25  # from a million elements, solve on [0, 1/4]: 1/4 of the steps
 RTOL, ATOL = 3e-3, 3e-4  # gtgf adaptive: near STEPS evaluations per sample on this SDE
 NOISE = 0.1
 REJECTED = 1 / 3  # the share of rejected attempts in the register's second sequence
@@ -173,17 +177,19 @@ class Counting(Linear):
 Solver = Callable[[Linear], Any]
 
 
-def solvers(batch: int, d: int, steps: int, device: torch.device) -> dict[str, Solver]:
-    """Every method of part 1 as a function of the SDE: one solve on [0, 1], its Brownian
-    motion made inside (as users get it)."""
+def solvers(
+    batch: int, d: int, steps: int, device: torch.device, span: float = 1.0
+) -> dict[str, Solver]:
+    """Every method of part 1 as a function of the SDE: one solve on [0, span] (``steps`` of
+    euler's per unit time), its Brownian motion made inside (as users get it)."""
     y0 = torch.ones(batch, d, device=device)
-    ts = torch.tensor([0.0, 1.0], device=device)
+    ts = torch.tensor([0.0, span], device=device)
     fixed = 1 / (steps // 2)
 
     def interval(levy: str = "none") -> Any:
         return torchsde.BrownianInterval(
             t0=0.0,
-            t1=1.0,
+            t1=span,
             size=(batch, d),
             dtype=y0.dtype,
             device=device,
@@ -229,7 +235,9 @@ def evaluations(
     batch: int, d: int, steps: int, device: torch.device, min_run_time: float, min_runs: int
 ) -> dict[str, Any]:
     """Part 1 at one size: every method's evaluations, time per solve and overhead per
-    evaluation, and the ratios to euler and srk."""
+    evaluation, and the ratios to euler and srk. From ``LARGE`` elements the solves span
+    ``LARGE_SPAN``, not 1 (fewer steps of the same size)."""
+    span = LARGE_SPAN if batch * d >= LARGE else 1.0
     y = torch.ones(batch, d, device=device)
     t = torch.zeros((), device=device)
     plain = Linear(batch, d, device)
@@ -239,12 +247,12 @@ def evaluations(
         plain.g(t, y)
 
     def interval() -> Any:  # what euler's and gtgf sdeint's calls make first
-        return torchsde.BrownianInterval(t0=0.0, t1=1.0, size=(batch, d), device=device, entropy=0)
+        return torchsde.BrownianInterval(t0=0.0, t1=span, size=(batch, d), device=device, entropy=0)
 
     fg = measure(f_and_g, min_run_time, min_runs)
     made = measure(interval, min_run_time, min_runs)
     methods: dict[str, dict[str, Any]] = {}
-    for name, solver in solvers(batch, d, steps, device).items():
+    for name, solver in solvers(batch, d, steps, device, span).items():
         counting = Counting(batch, d, device)
         start = _clock(device)
         out = solver(counting)  # the counting run, also a warm-up
@@ -274,6 +282,7 @@ def evaluations(
     return {
         "batch": batch,
         "d": d,
+        "span": span,
         "fg": fg,
         "interval_construct": made,
         "methods": methods,
@@ -424,6 +433,8 @@ def run(quick: bool = False, device: str | torch.device | None = None) -> dict[s
         "steps": {"euler": steps, "srk": steps // 8, "gtgf fixed": steps // 2},
         "rtol": RTOL,
         "atol": ATOL,
+        "large": LARGE,
+        "large_span": LARGE_SPAN,
     }
     with tqdm(total=total, desc=NAME, unit="case", leave=False) as bar:
         rows = []
@@ -500,10 +511,11 @@ def tables(result: dict[str, Any], markdown: bool = False) -> list[tuple[str, st
                 )
             )
     caption = (
-        f"Wall time per evaluation (one f and one g call on the batch), {result['device']}: "
-        f"euler {steps['euler']} steps, srk {steps['srk']}, gtgf fixed {steps['gtgf fixed']}, "
-        f"gtgf adaptive rtol {result['rtol']:g}; overhead = µs / eval - f + g alone; "
-        "ratios of median overheads [range from the IQRs]"
+        f"Wall time per evaluation (one f and one g call on the batch), {result['device']}, "
+        f"on [0, 1]: euler {steps['euler']} steps, srk {steps['srk']}, gtgf fixed "
+        f"{steps['gtgf fixed']}, gtgf adaptive rtol {result['rtol']:g} (from "
+        f"{result.get('large', LARGE)} elements on [0, {result.get('large_span', LARGE_SPAN):g}]"
+        "); overhead = µs / eval - f + g alone; ratios of median overheads [range from the IQRs]"
     )
     out = [(caption, format_table(header, rows, markdown, left=2))]
 
