@@ -81,6 +81,127 @@ def test_bench_quick(which: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
         assert "euler µs/eval" in out
 
 
+# --- the benchmarks beside the page's three: each one's --quick run ----------------------------
+
+
+def _bench(which: str, out: Path, *extra: str) -> dict:
+    main(["bench", which, "--quick", "--out", str(out), *extra])
+    result = json.loads((out / f"{which}.json").read_text())
+    assert result["quick"] is True and "cpu" in result["machine"]
+    assert _is_png(out / f"{which}.png")
+    return result
+
+
+def test_bench_help_names_every_benchmark_and_what_all_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from adaptive_sde._cli.bench import ALL, BENCHMARKS
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    out = capsys.readouterr().out
+    assert set(BENCHMARKS) >= {
+        "analytic",
+        "gmm",
+        "overhead",
+        "strong_order",
+        "unbiasedness",
+        "sign_bias",
+        "double_well_steps",
+        "sampler_memory",
+    }
+    for name in BENCHMARKS:
+        assert f"- {name}: " in out, name
+    assert ALL == ["analytic", "gmm", "overhead"]
+    assert "all runs the three of the page (analytic, gmm, overhead)" in out
+
+
+def test_bench_strong_order_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from adaptive_sde._bench.problems import PROBLEMS
+
+    result = _bench("strong_order", tmp_path)
+    out = capsys.readouterr().out
+    assert [r["problem"] for r in result["rows"]] == [p.name for p in PROBLEMS]
+    for r in result["rows"]:
+        errors = r["errors"]
+        assert len(errors) == len(result["steps"]) and all(0 < e < 1 for e in errors)
+        assert errors[-1] < errors[0]
+        # the fitted order is the expected one (1, or 1/2 for Itô general noise)
+        assert abs(r["order"] - r["expected"]) <= 0.2, r
+        assert _rows(out, r["problem"] + " "), r["problem"]  # its row in the printed table
+
+
+def test_bench_unbiasedness_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = _bench("unbiasedness", tmp_path, "--paths", "1500")
+    assert result["paths"] == 1500
+    exact, se = result["ou_exact_var"], result["ou_var_se"]
+    assert math.isclose(exact, (1 - math.exp(-8)) / 8)
+    assert len(result["ou"]) == 2 and len(result["gbm"]) == 2
+    for r in result["ou"]:
+        # the register is unbiased; the redrawing control is visibly not (about 0.19-0.21)
+        assert abs(r["register_var"] - exact) <= 5 * se, r
+        assert r["redraw_var"] > exact + 0.04, r
+        assert r["nfe_mean"] > 0 and 0 < r["rejected"] < 1
+    for r in result["gbm"]:
+        assert abs(r["mean"] - result["gbm_exact_mean"]) <= 5 * r["mean_se"], r
+    out = capsys.readouterr().out
+    assert "Ornstein-Uhlenbeck Var[X_1]: exact 0.1250" in out
+    assert len(_rows(out, "0.1 ")) == 2  # one row in each table
+
+
+def test_bench_sign_bias_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = _bench("sign_bias", tmp_path)
+    rows = {(r["rtol"], r["signs"]): r for r in result["rows"]}
+    assert set(rows) == {(0.1, "shared"), (0.1, "decoupled"), (0.02, "shared"), (0.02, "decoupled")}
+    for (rtol, signs), r in rows.items():
+        assert all(math.isfinite(z) for z in r["z"]) and len(r["z"]) == 2
+        assert all(abs(m - e) < 0.2 for m, e in zip(r["mean"], result["exact"], strict=True))
+        if signs == "decoupled":  # one more evaluation per attempt
+            assert r["nfe_mean"] > rows[(rtol, "shared")]["nfe_mean"]
+    assert len(_rows(capsys.readouterr().out, "0.02")) == 2
+
+
+def test_bench_double_well_steps_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = _bench("double_well_steps", tmp_path, "--page", str(tmp_path / "page.md"))
+    em, *gtgf = result["rows"]
+    assert em["solver"].startswith("euler-maruyama") and len(gtgf) == 2
+    width = result["bins"][1] - result["bins"][0]
+    for r in result["rows"]:
+        assert 0.9 < sum(r["density"]) * width <= 1 + 1e-9  # almost all of X_T in the bins
+    for r in gtgf:
+        se = math.hypot(r["p_right_se"], em["p_right_se"])
+        assert abs(r["p_right"] - em["p_right"]) <= 4 * se, r
+        assert r["nfe_mean"] < em["nfe_mean"] / 10
+    assert gtgf[0]["dt_largest"] > 1  # the large steps the benchmark is about
+    page = (tmp_path / "page.md").read_text()
+    assert "## Large steps with additive noise in a double well" in page
+    assert "| euler-maruyama h=0.001 |" in page
+
+
+@pytest.mark.slow  # two fresh processes that import diffusers: tens of seconds on a busy machine
+def test_bench_sampler_memory_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("diffusers")
+    result = _bench("sampler_memory", tmp_path)
+    nograd, grad = result["rows"]
+    assert (nograd["mode"], grad["mode"]) == ("nograd", "grad")
+    assert not nograd["requires_grad"] and grad["requires_grad"]
+    assert nograd["model_calls"] == grad["model_calls"] > 0
+    # the graph costs memory; without it sampling keeps almost nothing
+    assert grad["peak_growth_mib"] > nograd["peak_growth_mib"] + 20
+    assert "grad=True" in capsys.readouterr().out
+
+
+def test_bench_paths_for_a_benchmark_without_paths_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "sampler_memory", "--paths", "10", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "adaptive-sde: error: --paths: sampler_memory has no Monte-Carlo paths" in err
+    assert not list(tmp_path.iterdir())
+
+
 # --- help as plain text, --version, one-line errors ---------------------------------------------
 
 ROLE_OR_LITERAL = re.compile(r":[a-z]+:`|``")
