@@ -186,10 +186,25 @@ def test_the_largest_seed_is_accepted_and_differs_from_seed_zero():
 @pytest.mark.parametrize(
     "switch", ["per_sample", "adaptive", "extrapolate", "throw", "progress", "accept_at_dt_min"]
 )
-@pytest.mark.parametrize("value", ["no", 1, None])
+@pytest.mark.parametrize("value", ["no", 1])
 def test_switches_must_be_bools_not_truthy_stand_ins(switch, value):
     with pytest.raises(TypeError, match=rf"{switch} must be True or False, got"):
         solve(**{switch: value})
+
+
+@pytest.mark.parametrize("switch", ["extrapolate", "throw", "progress", "accept_at_dt_min"])
+def test_a_switch_given_as_none_takes_the_option_table_s_default(switch):
+    from adaptive_sde._options import OPTIONS
+
+    default = OPTIONS[switch].default
+    assert isinstance(default, bool)
+    assert torch.equal(solve(seed=0, **{switch: None}).ys, solve(seed=0, **{switch: default}).ys)
+
+
+@pytest.mark.parametrize("switch", ["per_sample", "adaptive"])
+def test_the_solve_s_own_switches_refuse_none(switch):
+    with pytest.raises(TypeError, match=rf"{switch} must be True or False, got"):
+        solve(**{switch: None})
 
 
 def test_decouple_signs_takes_a_bool_or_none():
