@@ -72,3 +72,135 @@ def test_float32_normals_are_finite_and_standard():
     assert z.dtype == torch.float32
     assert torch.isfinite(z).all()
     assert abs(float(z.var()) - 1) < 0.03
+
+
+def _inverse_mix64_int(value: int) -> int:
+    """The input word that ``mix64_int`` maps to ``value`` (the finaliser is a bijection)."""
+    mask = (1 << 64) - 1
+
+    def unshift(y: int, shift: int) -> int:
+        x = y
+        for _ in range(64 // shift + 1):
+            x = y ^ (x >> shift)
+        return x
+
+    x = unshift(value & mask, 31)
+    x = (x * pow(_random._MUL2, -1, 1 << 64)) & mask
+    x = unshift(x, 27)
+    x = (x * pow(_random._MUL1, -1, 1 << 64)) & mask
+    return unshift(x, 30)
+
+
+def test_uniform_words_are_the_splitmix64_stream():
+    keys = _keys(3, seed=5)
+    counters = torch.tensor([0, 7, 2**40])
+    words = _random.uniform_words(keys, counters, 3)
+    for i in range(3):
+        for j in range(3):
+            index = int(counters[i]) * 3 + j
+            state = int(keys[i]) + index * _random._GOLDEN
+            assert int(words[i, j]) == _random._signed(_random.mix64_int(state))
+    assert _inverse_mix64_int(_random.mix64_int(12345)) == 12345
+
+
+def _normals_of_words(words: list[int], dtype: torch.dtype) -> torch.Tensor:
+    """The two normals (cos, sin) of each given 64-bit word, drawn through the public API: row i's
+    key is chosen so that the first word of its stream is ``words[i]``."""
+    keys = torch.tensor([_random._signed(_inverse_mix64_int(w)) for w in words])
+    return _random.normals(keys, torch.zeros(len(words), dtype=torch.int64), 2, dtype)
+
+
+def test_extreme_words_give_finite_normals_with_the_documented_radius():
+    lows = [0, 1, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1]
+    highs = [0, 1, 2**31 - 1, 2**31, 2**32 - 1]
+    words = [(h << 32) | lo for h in highs for lo in lows]
+    for dtype in (torch.float32, torch.float64):
+        z = _normals_of_words(words, dtype)
+        assert torch.isfinite(z).all()
+        radius = z.double().norm(dim=1)
+        lo = torch.tensor([w & 0xFFFFFFFF for w in words], dtype=torch.float64)
+        expected = torch.sqrt(-2 * torch.log((lo + 0.5) / 2**32))
+        torch.testing.assert_close(radius, expected, rtol=1e-5, atol=1e-3)
+        assert float(radius.max()) <= math.sqrt(66 * math.log(2)) + 1e-4
+        # The high word is the angle: 0 is along the cosine, 2**31 (read signed: -2**31) is -pi.
+        assert float(z[0, 1]) == 0 and float(z[0, 0]) > 6
+        assert float(z[3 * len(lows), 0]) < -6
+
+
+def test_float32_normals_round_the_float64_ones():
+    n = 10_000
+    keys, counters = _keys(n, seed=3), torch.arange(n)
+    z32 = _random.normals(keys, counters, 5, torch.float32)
+    z64 = _random.normals(keys, counters, 5, torch.float64)
+    torch.testing.assert_close(z32.double(), z64, rtol=1e-5, atol=1e-5)
+
+
+def test_normals_pass_a_kolmogorov_smirnov_test():
+    n = 200_000
+    for dtype in (torch.float32, torch.float64):
+        z = _random.normals(_keys(n, seed=11), torch.zeros(n, dtype=torch.int64), 2, dtype)
+        for column in z.double().T:
+            x = column.sort().values
+            cdf = torch.special.ndtr(x)
+            grid = torch.arange(n + 1, dtype=torch.float64) / n
+            d = torch.maximum(grid[1:] - cdf, cdf - grid[:-1]).max()
+            # Critical value of the KS statistic at the 0.1% level: 1.95 / sqrt(n).
+            assert float(d) < 1.95 / math.sqrt(n)
+
+
+def test_the_tails_have_normal_mass():
+    # 2M normals: the counts beyond 3, 4 and 4.5 sigma are within 5 binomial standard deviations
+    # of a normal's; float32 and float64 draw the same tails.
+    n, size = 100_000, 20
+    for dtype in (torch.float32, torch.float64):
+        z = _random.normals(_keys(n, seed=13), torch.zeros(n, dtype=torch.int64), size, dtype)
+        total = z.numel()
+        for threshold in (3.0, 4.0, 4.5):
+            p = math.erfc(threshold / math.sqrt(2))
+            count = int((z.abs() > threshold).sum())
+            sd = math.sqrt(total * p * (1 - p))
+            assert abs(count - total * p) < 5 * sd, (dtype, threshold, count, total * p)
+        assert float(z.abs().max()) <= math.sqrt(66 * math.log(2)) + 1e-4
+
+
+def test_a_rows_draws_do_not_depend_on_the_batch_or_the_order(monkeypatch):
+    n = 3_000
+    ids = torch.randperm(10 * n, generator=torch.Generator().manual_seed(0))[:n]
+    keys = _random.stream_keys(17, ids, 3)
+    counters = torch.randint(0, 2**20, (n,), generator=torch.Generator().manual_seed(1))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(2))
+    for size in (1, 7, 40):
+        for dtype in (torch.float32, torch.float64):
+            z = _random.normals(keys, counters, size, dtype)
+            assert torch.equal(_random.normals(keys[perm], counters[perm], size, dtype), z[perm])
+            for i in (0, 1234, n - 1):
+                alone = _random.normals(keys[i : i + 1], counters[i : i + 1], size, dtype)
+                assert torch.equal(alone, z[i : i + 1])
+            # The draws of one row at counters queried out of order are the same draws.
+            row = keys[5:6].expand(6)
+            order = torch.tensor([4, 0, 5, 2, 1, 3])
+            seq = _random.normals(row, torch.arange(6), size, dtype)
+            assert torch.equal(_random.normals(row, order, size, dtype), seq[order])
+            # CPU draws run in chunks of rows: small chunks put rows in other chunks.
+            with monkeypatch.context() as m:
+                m.setattr(_random, "_CPU_CHUNK_WORDS", 97)
+                assert torch.equal(_random.normals(keys, counters, size, dtype), z)
+        s = _random.signs(keys, counters, size, torch.float32)
+        assert torch.equal(_random.signs(keys[perm], counters[perm], size, torch.float32), s[perm])
+
+
+def test_signs_are_the_top_bit_of_the_words():
+    keys, counters = _keys(1000, seed=7), torch.arange(1000)
+    words = _random.uniform_words(keys, counters, 3)
+    s = _random.signs(keys, counters, 3, torch.float64)
+    assert torch.equal(s, torch.where(words < 0, -1.0, 1.0).double())
+
+
+def test_empty_draws_and_low_precision_dtypes():
+    keys, counters = _keys(4), torch.zeros(4, dtype=torch.int64)
+    assert _random.normals(keys[:0], counters[:0], 3, torch.float32).shape == (0, 3)
+    assert _random.normals(keys, counters, 0, torch.float32).shape == (4, 0)
+    z16 = _random.normals(keys, counters, 3, torch.bfloat16)
+    assert z16.dtype == torch.bfloat16
+    z32 = _random.normals(keys, counters, 3, torch.float32)
+    torch.testing.assert_close(z16.float(), z32, rtol=1e-2, atol=1e-2)
