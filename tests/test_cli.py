@@ -76,9 +76,16 @@ def test_bench_quick(which: str, tmp_path: Path, capsys: pytest.CaptureFixture[s
             assert ("diffusers sde-dpmsolver++" in ran) == r["name"].endswith("VP")
             assert all(row["evals"] > 0 and row["model_calls"] > 0 for row in r["rows"])
     else:
-        assert {(r["batch"], r["d"]) for r in result["rows"]} >= {(1, 1), (4096, 64)}
-        assert all(r["gtgf_s"] > 0 and r["euler_s"] > 0 for r in result["rows"])
-        assert "euler µs/eval" in out
+        from adaptive_sde._bench.overhead import METHODS, QUICK_SIZES
+
+        rows = result["evaluations"]
+        assert [(r["batch"], r["d"]) for r in rows] == list(QUICK_SIZES)
+        for r in rows:
+            assert tuple(r["methods"]) == METHODS
+            for m in r["methods"].values():
+                assert m["call"]["median"] > 0 and m["overhead"]["median"] > 0
+        assert result["generator"] and result["register"]
+        assert "overhead µs / eval" in out
 
 
 # --- the benchmarks beside the page's three: each one's --quick run ----------------------------
@@ -109,6 +116,7 @@ def test_bench_help_names_every_benchmark_and_what_all_runs(
         "sign_bias",
         "double_well_steps",
         "sampler_memory",
+        "gpu_check",
     }
     for name in BENCHMARKS:
         assert f"- {name}: " in out, name
@@ -202,6 +210,30 @@ def test_bench_paths_for_a_benchmark_without_paths_is_one_line(
     assert not list(tmp_path.iterdir())
 
 
+def test_bench_gpu_check_passes_the_device_and_reports_no_device(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from adaptive_sde._bench import gpu_check
+
+    seen = []
+
+    def no_device(quick: bool = False, device: str | None = None) -> dict:
+        seen.append((quick, device))
+        return {"device": None, "note": gpu_check.NO_DEVICE, "sampler": [], "overhead": None}
+
+    monkeypatch.setattr(gpu_check, "run", no_device)
+    result = _bench("gpu_check", tmp_path, "--device", "cuda:1")
+    assert seen == [(True, "cuda:1")]
+    assert result["device"] is None and result["note"] == gpu_check.NO_DEVICE
+    assert "no CUDA device here" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "strong_order", "--device", "cpu", "--out", str(tmp_path / "x")])
+    assert exit_.value.code == 2
+    assert "adaptive-sde: error: --device: strong_order runs on the CPU only" in (
+        capsys.readouterr().err
+    )
+
+
 # --- help as plain text, --version, one-line errors ---------------------------------------------
 
 ROLE_OR_LITERAL = re.compile(r":[a-z]+:`|``")
@@ -271,7 +303,7 @@ def test_settings_mismatch_is_one_line(tmp_path: Path, capsys: pytest.CaptureFix
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        (["--rtol", "-1"], "adaptive-sde: error: rtol must be a finite number"),
+        (["--rtol", "-1"], "adaptive-sde: error: rtol must be a number in [0, 1], got -1.0"),
         (["--rtol", "nan"], "adaptive-sde: error: rtol must be a finite number"),
     ],
 )

@@ -20,7 +20,9 @@ The others check a claim of the docs:
 - ``double_well_steps``: large accepted steps with additive noise, against fine-step
   Euler-Maruyama in a double well;
 - ``sampler_memory``: peak memory of sample() without and with an autograd graph (needs
-  diffusers).
+  diffusers);
+- ``gpu_check``: the overhead measurements and the diffusion sampler's throughput on a CUDA
+  device (without one it says so and measures nothing; ``--device cpu`` runs it on the CPU).
 
 ``all`` runs the three of the page (analytic, gmm, overhead), the others run by name.
 
@@ -28,7 +30,7 @@ Each writes ``<name>.json`` (every number, with the machine) and ``<name>.png`` 
 and prints its tables; ``--page FILE`` also writes the Markdown benchmark page. ``--quick`` runs
 smaller sizes (seconds to tens of seconds each); ``--paths N`` sets the Monte-Carlo paths of
 the benchmarks that have them (analytic, strong_order, unbiasedness, sign_bias,
-double_well_steps).
+double_well_steps), ``--device`` the device of those that take one (overhead, gpu_check).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from adaptive_sde._bench import (
     analytic,
     double_well_steps,
     gmm,
+    gpu_check,
     overhead,
     sampler_memory,
     sign_bias,
@@ -56,7 +59,7 @@ from adaptive_sde._bench.page import write_page
 from adaptive_sde._bench.report import save_json
 
 PAGE = (analytic, gmm, overhead)  # what ``all`` runs: the benchmark page's modules
-CHECKS = (strong_order, unbiasedness, sign_bias, double_well_steps, sampler_memory)
+CHECKS = (strong_order, unbiasedness, sign_bias, double_well_steps, sampler_memory, gpu_check)
 BENCHMARKS: dict[str, ModuleType] = {m.NAME: m for m in (*PAGE, *CHECKS)}
 ALL = [m.NAME for m in PAGE]
 
@@ -85,6 +88,9 @@ def add_parser(subparsers: Any) -> None:
         type=_positive,
         help="Monte-Carlo paths, for the benchmarks that have them (default: each its own)",
     )
+    parser.add_argument(
+        "--device", help="torch device, for the benchmarks that take one (default: each its own)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -98,16 +104,17 @@ def _positive(text: str) -> int:
     return value
 
 
-def takes_paths(module: ModuleType) -> bool:
-    """Whether the benchmark's ``run`` has a ``paths`` argument."""
-    return "paths" in inspect.signature(module.run).parameters
+def takes(module: ModuleType, option: str) -> bool:
+    """Whether the benchmark's ``run`` has the argument ``option`` (``paths``, ``device``)."""
+    return option in inspect.signature(module.run).parameters
 
 
 def run_benchmark(
-    module: ModuleType, out: Path, quick: bool, paths: int | None = None
+    module: ModuleType, out: Path, quick: bool, **options: Any
 ) -> tuple[dict[str, Any], Path, float]:
-    """Run one benchmark, print its tables, write its JSON and PNG; (result, PNG, seconds)."""
-    options = {"paths": paths} if paths is not None and takes_paths(module) else {}
+    """Run one benchmark, print its tables, write its JSON and PNG; (result, PNG, seconds).
+    ``options`` (``paths``, ``device``) go to the benchmarks that take them; None is left out."""
+    options = {k: v for k, v in options.items() if v is not None and takes(module, k)}
     start = time.perf_counter()
     result = module.run(quick=quick, **options)
     seconds = time.perf_counter() - start
@@ -126,15 +133,19 @@ def run_benchmark(
 def run(args: argparse.Namespace) -> None:
     names = ALL if args.which == "all" else [args.which]
     modules = [BENCHMARKS[name] for name in names]
-    if args.paths is not None and not any(takes_paths(m) for m in modules):
+    if args.paths is not None and not any(takes(m, "paths") for m in modules):
         raise ValueError(f"--paths: {args.which} has no Monte-Carlo paths to set")
+    if args.device is not None and not any(takes(m, "device") for m in modules):
+        raise ValueError(f"--device: {args.which} runs on the CPU only")
     runs = []
     for module in modules:
-        runs.append((module, *run_benchmark(module, args.out, args.quick, args.paths)))
+        run_ = run_benchmark(module, args.out, args.quick, paths=args.paths, device=args.device)
+        runs.append((module, *run_))
     if args.page is not None:
         options = ["--quick"] if args.quick else []
-        if args.paths is not None:
-            options += ["--paths", str(args.paths)]
+        for flag, value in (("--paths", args.paths), ("--device", args.device)):
+            if value is not None:
+                options += [flag, str(value)]
         threads = os.environ.get("OMP_NUM_THREADS")  # part of the conditions: say so
         command = f"OMP_NUM_THREADS={threads} " if threads else ""
         command += "adaptive-sde bench " + shlex.join(
