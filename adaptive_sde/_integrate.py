@@ -52,6 +52,7 @@ def solve(
     pcoeff: float | None = None,
     factor_min: float | None = None,
     factor_max: float | None = None,
+    factor_max_after_reject: float | None = None,
     dt_min: float | None = None,
     dt_max: float | None = None,
     max_steps: int | None = None,
@@ -86,7 +87,8 @@ def solve(
     - ``ts``: output times, 1-D and strictly increasing; the solve starts at ``ts[0]`` and every
       output is computed by a step that ends exactly there (no interpolation).
     - ``rtol``, ``atol``, ``tolerance``, ``norm``, ``batch_error``, ``safety``, ``exponent``,
-      ``pcoeff``, ``factor_min``, ``factor_max``, ``dt_min``, ``dt_max``, ``accept_at_dt_min``:
+      ``pcoeff``, ``factor_min``, ``factor_max``, ``factor_max_after_reject``, ``dt_min``,
+      ``dt_max``, ``accept_at_dt_min``:
       the step-size controller's options, see :class:`~adaptive_sde.StepController` (``None``:
       its default, from the one option table :mod:`adaptive_sde._options`; rtol 1e-2, atol
       1e-3, the paper's tolerance ``max(atol, rtol * max(|y_em_prev|, |y_em|))``).
@@ -177,6 +179,7 @@ def solve(
         pcoeff=pcoeff,
         factor_min=factor_min,
         factor_max=factor_max,
+        factor_max_after_reject=factor_max_after_reject,
         dt_min=dt_min,
         dt_max=dt_max,
         accept_at_dt_min=accept_at_dt_min,

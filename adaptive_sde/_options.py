@@ -36,6 +36,35 @@ class Option:
     default: Any
     help: str
     check: Check
+    kind: str = "real"  # the type an option takes, see KINDS: checked first, a TypeError
+
+    def check_kind(self, name: str, value: Any) -> None:
+        """A ``TypeError`` naming the option when ``value`` is not of its kind (``None`` is
+        of every kind whose default is ``None``)."""
+        accepts, expected = KINDS[self.kind]
+        if value is None and self.default is None:
+            return
+        if not accepts(value):
+            raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# The kinds of value options take: (test, what to say when a value fails it).
+KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "real": (_is_real, "a real number"),
+    "int": (_is_int, "an int"),
+    "bool": (lambda v: isinstance(v, bool), "True or False"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "seed": (lambda v: isinstance(v, torch.Generator) or _is_int(v), "an int or a torch.Generator"),
+    "callable": (callable, "a callable"),
+}
 
 
 def _real(
@@ -98,13 +127,17 @@ CONTROLLER: dict[str, Option] = {
         'the tolerance\'s form: "paper" (max(atol, rtol * max(|y_em_prev|, |y_em|))), '
         '"conventional" (atol + rtol * max(|y|, |y_next|), torchsde\'s) or "isotropic"',
         _choice(*TOLERANCES),
+        kind="str",
     ),
-    "norm": Option("rms", 'the error norm over a sample: "rms", "max" or "l2"', _choice(*NORMS)),
+    "norm": Option(
+        "rms", 'the error norm over a sample: "rms", "max" or "l2"', _choice(*NORMS), kind="str"
+    ),
     "batch_error": Option(
         "max",
         'on a shared time grid, how the rows\' errors combine: "max" (every sample must pass) '
         'or "rms" (one RMS over the whole batch, torchsde\'s)',
         _choice(*BATCH_ERRORS),
+        kind="str",
     ),
     "safety": Option(
         0.9, "safety factor of the next step, in (0, 1]", _real(0.0, low_open=True, high=1.0)
@@ -143,6 +176,7 @@ CONTROLLER: dict[str, Option] = {
         "torchsde's meaning of dt_min: steps never shrink below it, and a step of dt_min is "
         "accepted whatever its error",
         _boolean,
+        kind="bool",
     ),
 }
 
@@ -153,21 +187,28 @@ SOLVE: dict[str, Option] = {
         None,
         "an int in [0, 2**64) or a torch.Generator, for the Brownian paths and Roberts' signs",
         _seed,
+        kind="seed",
     ),
-    "max_steps": Option(100_000, "attempted steps per sample, a positive int", check_count),
-    "extrapolate": Option(True, "keep the higher-order result (False: Euler-Maruyama)", _boolean),
+    "max_steps": Option(
+        100_000, "attempted steps per sample, a positive int", check_count, kind="int"
+    ),
+    "extrapolate": Option(
+        True, "keep the higher-order result (False: Euler-Maruyama)", _boolean, kind="bool"
+    ),
     "decouple_signs": Option(
         None,
         "True, False or None (default: on for Itô general noise with m >= 2)",
         _optional_bool,
+        kind="bool",
     ),
     "sync_every": Option(
         None,
         "passes between host reads, a positive int (default: 1 on the CPU, 8 on a GPU)",
         _optional_count,
+        kind="int",
     ),
-    "progress": Option(False, "a tqdm progress bar", _boolean),
-    "throw": Option(True, "raise SolveError when a sample fails", _boolean),
+    "progress": Option(False, "a tqdm progress bar", _boolean, kind="bool"),
+    "throw": Option(True, "raise SolveError when a sample fails", _boolean, kind="bool"),
 }
 
 OPTIONS: dict[str, Option] = {**CONTROLLER, **SOLVE}

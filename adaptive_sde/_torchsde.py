@@ -32,7 +32,6 @@ from __future__ import annotations
 import struct
 import sys
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -44,36 +43,69 @@ from torchsde._core import sdeint as torchsde_sdeint
 from torchsde._core.adjoint_sde import AdjointSDE
 from torchsde.settings import LEVY_AREA_APPROXIMATIONS, METHODS, NOISE_TYPES, SDE_TYPES
 
+from adaptive_sde import _options
 from adaptive_sde._brownian import resolve_seed
 from adaptive_sde._integrate import seed_of_path, solve
 from adaptive_sde._random import mix64_int
 from adaptive_sde._sde import SDEAdapter
 from adaptive_sde._solution import Solution, SolveError
-from adaptive_sde._validation import check_positive, check_real, check_seed
+from adaptive_sde._validation import check_bool, check_callable, check_positive, check_real
 
 METHOD = "gtgf"
 SUPPORTED_TORCHSDE = ((0, 2, 6), (0, 3, 0))  # >= 0.2.6, < 0.3
 
+# The method's options: the solver's own (their defaults, meaning and checks are those of the
+# one option table, adaptive_sde._options, with the few defaults that differ here), and the
+# options that only this bridge has.
+_SOLVER_OPTIONS = (
+    "seed",
+    "tolerance",
+    "norm",
+    "batch_error",
+    "safety",
+    "exponent",
+    "pcoeff",
+    "factor_min",
+    "factor_max",
+    "factor_max_after_reject",
+    "dt_max",
+    "max_steps",
+    "extrapolate",
+    "decouple_signs",
+    "progress",
+    "sync_every",
+    "throw",
+)
+# torchsde's conventions: its tolerance form, and its adaptive rule on a shared grid (one RMS
+# of the error over the whole batch); dt_min means a step accepted whatever its error.
+SDEINT_DEFAULTS: dict[str, Any] = {"tolerance": "conventional", "batch_error": "rms"}
+_BRIDGE_OPTIONS: dict[str, _options.Option] = {
+    "per_sample": _options.Option(
+        False,
+        "every sample takes its own steps (rows must be independent; needs the default bm)",
+        lambda name, value: check_bool(name, value),
+        kind="bool",
+    ),
+    "fixed_steps": _options.Option(
+        False,
+        "fixed steps of dt (for order studies)",
+        lambda name, value: check_bool(name, value),
+        kind="bool",
+    ),
+    "stats_callback": _options.Option(
+        None,
+        "a callable, receives the SolveStats of each solve",
+        lambda name, value: check_callable(name, value, allow_none=True),
+        kind="callable",
+    ),
+}
+_TABLE: dict[str, _options.Option] = {
+    **{name: _options.OPTIONS[name] for name in _SOLVER_OPTIONS},
+    **_BRIDGE_OPTIONS,
+}
 OPTIONS: dict[str, str] = {
-    "per_sample": "bool, default False: every sample takes its own steps (rows must be "
-    "independent; needs the default bm)",
-    "seed": "int in [0, 2**64) or torch.Generator: seeds Roberts' signs, and the per-sample "
-    "register (default: derived from bm)",
-    "fixed_steps": "bool, default False: fixed steps of dt (for order studies)",
-    "tolerance": '"conventional" (default here) or "paper"',
-    "norm": '"rms" (default), "max" or "l2"',
-    "safety": "float in (0, 1], default 0.9",
-    "exponent": "float > 0, default 0.9",
-    "factor_min": "float in (0, 1], default 0.2",
-    "factor_max": "float >= 1, default 10",
-    "dt_max": "float, default inf",
-    "max_steps": "int, default 100000 attempted steps per sample",
-    "extrapolate": "bool, default True",
-    "decouple_signs": "bool or None (default: on for Itô general noise with m >= 2)",
-    "progress": "bool, default False: a tqdm progress bar",
-    "sync_every": "int or None: passes between host reads (default 1 on CPU, 8 on a GPU)",
-    "throw": "bool, default True: raise SolveError when a sample fails",
-    "stats_callback": "callable, receives the SolveStats of each solve",
+    name: f"{option.help} (default {SDEINT_DEFAULTS.get(name, option.default)!r})"
+    for name, option in _TABLE.items()
 }
 
 
@@ -82,6 +114,26 @@ _STRICT_DEFAULTS = (
     "Note: these are torchsde's default tolerances rtol=1e-5, atol=1e-4, strict for a "
     "strong-order-1 method; pass e.g. rtol=1e-2, atol=1e-3 to sdeint."
 )
+
+
+_warned_strict_defaults = False
+
+
+def _warn_strict_defaults(solution: Solution) -> None:
+    """Once per process: a solve at torchsde's default tolerances, with what it cost."""
+    global _warned_strict_defaults
+    if _warned_strict_defaults:
+        return
+    _warned_strict_defaults = True
+    per_sample = float(solution.stats.nfe.double().mean())
+    warnings.warn(
+        f"method='gtgf' ran at torchsde's default tolerances rtol=1e-5, atol=1e-4: "
+        f"{per_sample:.0f} evaluations per sample. They are strict for a strong-order-1 "
+        "method: on torchsde's latent-SDE example they cost gtgf about 60 times the evaluations "
+        "of rtol=1e-2, atol=1e-3, a usual start; pass rtol and atol to sdeint (this warning is "
+        "shown once)",
+        stacklevel=4,
+    )
 
 
 class _DefaultBrownianInterval(torchsde.BrownianInterval):
@@ -127,8 +179,8 @@ class GottaGoFastSolver(base_solver.BaseSDESolver):
                 + "; ".join(f"{k}: {v}" for k, v in OPTIONS.items())
             )
         _check_arguments(dt, rtol, atol, dt_min)
-        _check_option_types(self.options)
-        self.per_sample = self.options.get("per_sample", False)
+        self.settings = _check_options(self.options)
+        self.per_sample = self.settings["per_sample"]
         if self.per_sample and (_is_adjoint(sde) or _inside_sdeint_adjoint()):
             raise ValueError(
                 "options={'per_sample': True} cannot serve sdeint_adjoint: the backward solve "
@@ -151,12 +203,15 @@ class GottaGoFastSolver(base_solver.BaseSDESolver):
         self, y0: torch.Tensor, ts: torch.Tensor, extra0: tuple[torch.Tensor, ...]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor]]:
         dt0 = _check_extra_state(extra0, y0.shape[0]) if extra0 else float(self.dt)
+        strict = (float(self.rtol), float(self.atol)) == _TORCHSDE_DEFAULT_TOLERANCES
         try:
             solution = self._solve(self._adapter(y0), y0, ts, dt0)
         except SolveError as error:
-            if (float(self.rtol), float(self.atol)) == _TORCHSDE_DEFAULT_TOLERANCES:
+            if strict:
                 raise SolveError(f"{error}\n{_STRICT_DEFAULTS}", error.solution) from None
             raise
+        if strict and not self.settings["fixed_steps"]:
+            _warn_strict_defaults(solution)
         forced = int(solution.stats.num_forced.sum())
         if forced:
             warnings.warn(
@@ -165,13 +220,14 @@ class GottaGoFastSolver(base_solver.BaseSDESolver):
                 "the tolerances",
                 stacklevel=2,
             )
-        callback = self.options.get("stats_callback")
+        callback = self.settings["stats_callback"]
         if callback is not None:
             callback(solution.stats)
         return solution.ys, (solution.dt_next,)
 
     def _solve(self, adapter: SDEAdapter, y0: torch.Tensor, ts: torch.Tensor, dt0: Any) -> Solution:
-        options = self.options
+        o = self.settings
+        solver_options = {name: o[name] for name in _SOLVER_OPTIONS}
         return solve(
             adapter,
             y0,
@@ -180,24 +236,11 @@ class GottaGoFastSolver(base_solver.BaseSDESolver):
             atol=float(self.atol),
             dt0=dt0,
             bm=None if self.per_sample else self.bm,
-            seed=options.get("seed"),
             per_sample=self.per_sample,
-            adaptive=not options.get("fixed_steps", False),
-            tolerance=options.get("tolerance", "conventional"),
-            norm=options.get("norm", "rms"),
-            safety=options.get("safety", 0.9),
-            exponent=options.get("exponent", 0.9),
-            factor_min=options.get("factor_min", 0.2),
-            factor_max=options.get("factor_max", 10.0),
+            adaptive=not o["fixed_steps"],
             dt_min=float(self.dt_min),
-            dt_max=options.get("dt_max", float("inf")),
-            max_steps=options.get("max_steps", 100_000),
-            extrapolate=options.get("extrapolate", True),
-            decouple_signs=options.get("decouple_signs"),
-            throw=options.get("throw", True),
-            progress=options.get("progress", False),
             accept_at_dt_min=True,
-            sync_every=options.get("sync_every"),
+            **solver_options,
         )
 
     def step(
@@ -214,8 +257,8 @@ class GottaGoFastSolver(base_solver.BaseSDESolver):
             per_sample=False,
             bm=self.bm,
             seed=self._step_seed(ts),
-            extrapolate=self.options.get("extrapolate", True),
-            decouple_signs=self.options.get("decouple_signs"),
+            extrapolate=self.settings["extrapolate"],
+            decouple_signs=self.settings["decouple_signs"],
         )
         return solution.ys[-1], extra0
 
@@ -224,7 +267,7 @@ class GottaGoFastSolver(base_solver.BaseSDESolver):
         with the step's start, so that successive steps draw independent Roberts signs (each
         step is a solve of its own, whose sign counters start at zero) and a repeated step
         draws the same."""
-        seed = self.options.get("seed")
+        seed = self.settings["seed"]
         base = resolve_seed(seed) if seed is not None else seed_of_path(self.bm, ts)
         (start_bits,) = struct.unpack("<Q", struct.pack("<d", float(ts[0])))
         return mix64_int(base ^ mix64_int(start_bits))
@@ -242,55 +285,16 @@ class GottaGoFastSolver(base_solver.BaseSDESolver):
         return adapter
 
 
-def _is_bool(value: Any) -> bool:
-    return isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-# The type each option takes, checked before anything runs: torchsde passes options through
-# untouched, and a truthy stand-in such as "no" must not turn a mode on.
-_OPTION_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "per_sample": (_is_bool, "True or False"),
-    "seed": (
-        lambda v: v is None or isinstance(v, torch.Generator) or _is_int(v),
-        "an int, a torch.Generator or None",
-    ),
-    "fixed_steps": (_is_bool, "True or False"),
-    "tolerance": (lambda v: isinstance(v, str), 'a string, "conventional" or "paper"'),
-    "norm": (lambda v: isinstance(v, str), 'a string, "rms", "max" or "l2"'),
-    "safety": (_is_real, "a real number"),
-    "exponent": (_is_real, "a real number"),
-    "factor_min": (_is_real, "a real number"),
-    "factor_max": (_is_real, "a real number"),
-    "dt_max": (_is_real, "a real number"),
-    "max_steps": (_is_int, "an int"),
-    "extrapolate": (_is_bool, "True or False"),
-    "decouple_signs": (lambda v: v is None or _is_bool(v), "True, False or None"),
-    "progress": (_is_bool, "True or False"),
-    "sync_every": (lambda v: v is None or _is_int(v), "an int or None"),
-    "throw": (_is_bool, "True or False"),
-    "stats_callback": (lambda v: v is None or callable(v), "a callable or None"),
-}
-assert set(_OPTION_TYPES) == set(OPTIONS)
-
-
-def _check_option_types(options: dict[str, Any]) -> None:
-    """Every option's value must have the option's type (its range is checked by the solve)."""
-    for key, value in options.items():
-        accepts, expected = _OPTION_TYPES[key]
-        if not accepts(value):
-            raise TypeError(
-                f"options[{key!r}] must be {expected} for method='gtgf', got "
-                f"{type(value).__name__} {value!r}"
-            )
-    check_seed(options.get("seed"), name="options['seed']")
+def _check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Every option checked by the option table's own checks, named as the caller wrote it
+    (``options['norm']``), before anything runs: torchsde passes options through untouched,
+    and a truthy stand-in such as ``"no"`` must not turn a mode on. Returns every option,
+    the defaults filled in."""
+    for name, value in options.items():
+        _TABLE[name].check_kind(f"options[{name!r}]", value)
+    return _options.resolve(
+        options, names=_TABLE, defaults=SDEINT_DEFAULTS, spelled=lambda name: f"options[{name!r}]"
+    )
 
 
 def _check_arguments(dt: Any, rtol: Any, atol: Any, dt_min: Any) -> None:

@@ -88,6 +88,7 @@ def test_sdeint_with_a_bm_equals_solve_with_that_bm():
         atol=0.001,
         dt0=0.02,
         tolerance="conventional",
+        batch_error="rms",  # torchsde's rule on a shared grid, sdeint's default
     )
     torch.testing.assert_close(ys, sol.ys, rtol=0, atol=0)
     assert torch.equal(stats[0].nfe, sol.stats.nfe)
@@ -100,7 +101,9 @@ def test_two_methods_compared_on_the_same_path():
     y0 = GBM_ITO.initial(100)
     exact = GBM_ITO.exact(y0, bm, 0.0, 1.0)
     other_path = GBM_ITO.exact(y0, brownian_interval(100, 1, seed=2), 0.0, 1.0)
-    gtgf = torchsde.sdeint(GBM_ITO.make_sde(), y0, TS, bm=bm, method="gtgf", rtol=1e-2, atol=1e-3)
+    # rtol 5e-3: sdeint's default rule on a shared grid is one RMS of the error over the batch,
+    # looser per sample than "every sample passes" (mean error 0.013 at rtol 1e-2).
+    gtgf = torchsde.sdeint(GBM_ITO.make_sde(), y0, TS, bm=bm, method="gtgf", rtol=5e-3, atol=5e-4)
     euler = torchsde.sdeint(GBM_ITO.make_sde(), y0, TS, bm=bm, method="euler", dt=1e-2)
     # Both approximate the solution of this very path, not merely its distribution.
     assert float((gtgf[-1] - exact).abs().mean()) < 0.01
@@ -442,7 +445,8 @@ def test_a_user_brownian_motion_of_each_kind_is_honoured(kind):
     batch = 100
     bm = _brownian_of_each_kind(batch)[kind]
     y0 = GBM_ITO.initial(batch)
-    ys = torchsde.sdeint(GBM_ITO.make_sde(), y0, TS, bm=bm, method="gtgf", rtol=1e-2, atol=1e-3)
+    # rtol 5e-3 for the batch-RMS rule, as in test_two_methods_compared_on_the_same_path.
+    ys = torchsde.sdeint(GBM_ITO.make_sde(), y0, TS, bm=bm, method="gtgf", rtol=5e-3, atol=5e-4)
     exact = GBM_ITO.exact(y0, bm, 0.0, 1.0)
     assert float((ys[-1] - exact).abs().mean()) < 0.01  # the solution of that very path
 
@@ -460,6 +464,9 @@ BAD_OPTION_VALUES = {
     "exponent": [0.9],
     "factor_min": None,
     "factor_max": "10",
+    "factor_max_after_reject": "1",
+    "pcoeff": None,
+    "batch_error": 2,
     "dt_max": "inf",
     "max_steps": 100.0,
     "extrapolate": 1,
