@@ -91,13 +91,15 @@ class Decision:
     """What the controller decided for each row: ``accept``; ``forced`` (accepted without
     meeting the tolerance, at ``dt_min`` with ``accept_at_dt_min``); ``h_next``, the next
     proposed step; ``ended``, ``RUNNING`` (-1) or the :class:`~adaptive_sde.Result` with which
-    the controller ends the row; and the controller's new ``state``."""
+    the controller ends the row; the controller's new ``state``; and ``finite``, false where
+    the proposal was not finite."""
 
     accept: torch.Tensor
     forced: torch.Tensor
     h_next: torch.Tensor
     ended: torch.Tensor
     state: ControllerState
+    finite: torch.Tensor
 
 
 class Controller(Protocol):
@@ -245,7 +247,14 @@ class StepController:
         }
         if "y_em_prev" in state:
             new["y_em_prev"] = torch.where(accept[:, None], a.y_em.detach(), state["y_em_prev"])
-        return Decision(accept=accept, forced=forced, h_next=h_next, ended=ended, state=new)
+        return Decision(
+            accept=accept,
+            forced=forced,
+            h_next=h_next,
+            ended=ended,
+            state=new,
+            finite=~torch.isnan(e_row),
+        )
 
     def error_ratio(
         self,
@@ -380,6 +389,7 @@ class ConstantStepSize:
             h_next=a.h,
             ended=ended,
             state=state,
+            finite=finite,
         )
 
 

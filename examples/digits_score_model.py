@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def ours(**kwargs: Any) -> Any:
         def draw() -> tuple[torch.Tensor, float, int]:
-            x, st = sample(score, sde, shape, generator=args.seed, x_T=x_T, **kwargs)
+            x, st = sample(score, sde, shape, seed=args.seed, x_T=x_T, **kwargs)
             runs_evals[0] = st.score_evals
             return x, float(st.score_evals.double().mean()), st.model_calls
 
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def euler(steps: int, seed: int) -> Any:
         def draw() -> tuple[torch.Tensor, float, int]:
-            x, st = sample_euler_maruyama(score, sde, shape, steps=steps, generator=seed, x_T=x_T)
+            x, st = sample_euler_maruyama(score, sde, shape, steps=steps, seed=seed, x_T=x_T)
             return x, float(st.score_evals[0]), st.model_calls
 
         return draw

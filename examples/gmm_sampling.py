@@ -82,12 +82,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     runs: dict[str, tuple[torch.Tensor, float, float]] = {}
     start = time.perf_counter()
-    x, stats = sample(score, sde, shape, generator=args.seed)
+    x, stats = sample(score, sde, shape, seed=args.seed)
     runs["gtgf"] = (x, float(stats.score_evals.double().mean()), time.perf_counter() - start)
     budget = round(runs["gtgf"][1]) - 1  # EM's evaluations are its steps + 1 denoising
     for steps in (1000, budget):
         start = time.perf_counter()
-        x, stats = sample_euler_maruyama(score, sde, shape, steps=steps, generator=args.seed)
+        x, stats = sample_euler_maruyama(score, sde, shape, steps=steps, seed=args.seed)
         runs[f"em{steps}"] = (x, float(stats.score_evals[0]), time.perf_counter() - start)
     exact, _ = mixture.sample(n, seed=args.seed)
 

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     shape = (n, 4, 8, 8)
     start = time.perf_counter()
     latents, stats = sample(
-        score, sde, shape, generator=args.seed, model_kwargs={"encoder_hidden_states": prompts}
+        score, sde, shape, seed=args.seed, model_kwargs={"encoder_hidden_states": prompts}
     )
     seconds = time.perf_counter() - start
     # Image 1 alone, with its own prompt, is row 1 of the batch.
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         score,
         sde,
         (1, 4, 8, 8),
-        generator=args.seed,
+        seed=args.seed,
         sample_ids=torch.tensor([1]),
         model_kwargs={"encoder_hidden_states": prompts[1:2]},
     )

@@ -59,18 +59,18 @@ def test_sampling_keeps_no_graph_unless_grad_is_asked_for():
     score = score_from_data(model, sde)
     for space in ("snr", "x"):
         modes.clear()
-        x, _ = sample(score, sde, (4, 3), generator=0, space=space)
+        x, _ = sample(score, sde, (4, 3), seed=0, space=space)
         assert not any(modes) and not x.requires_grad
         modes.clear()
-        x, _ = sample(score, sde, (4, 3), generator=0, space=space, grad=True)
+        x, _ = sample(score, sde, (4, 3), seed=0, space=space, grad=True)
         assert all(modes) and x.requires_grad
         x.sum().backward()  # the samples can be differentiated in the parameters
         assert weight.grad is not None and math.isfinite(float(weight.grad))
         weight.grad = None
     modes.clear()
-    y, _ = sample_euler_maruyama(score, sde, (4, 3), steps=20, generator=0)
+    y, _ = sample_euler_maruyama(score, sde, (4, 3), steps=20, seed=0)
     assert not any(modes) and not y.requires_grad
-    y, _ = sample_euler_maruyama(score, sde, (4, 3), steps=20, generator=0, grad=True)
+    y, _ = sample_euler_maruyama(score, sde, (4, 3), steps=20, seed=0, grad=True)
     assert y.requires_grad
     with pytest.raises(TypeError, match="grad"):
         sample(score, sde, (4, 3), grad="yes")  # type: ignore[arg-type]
@@ -99,7 +99,7 @@ def test_model_kwargs_follow_the_rows_so_sample_i_alone_equals_row_i(space):
     means = torch.linspace(-1, 1, batch, dtype=torch.float64)[:, None].expand(batch, d).clone()
     kwargs = {"mean": means, "std": 0.1}
     x, _ = sample(
-        score, sde, (batch, d), generator=3, model_kwargs=kwargs, space=space, dtype=torch.float64
+        score, sde, (batch, d), seed=3, model_kwargs=kwargs, space=space, dtype=torch.float64
     )
     assert min(seen) < batch, "per-sample steps evaluate subsets of the batch"
     torch.testing.assert_close(x.mean(1), means[:, 0], atol=0.2, rtol=0)
@@ -108,7 +108,7 @@ def test_model_kwargs_follow_the_rows_so_sample_i_alone_equals_row_i(space):
             score,
             sde,
             (1, d),
-            generator=3,
+            seed=3,
             sample_ids=torch.tensor([i]),
             model_kwargs={"mean": means[i : i + 1], "std": 0.1},
             space=space,
@@ -185,7 +185,7 @@ def test_a_guided_conditional_unet_sample_alone_equals_its_row_in_the_batch():
         score,
         sde,
         (batch, 1, 4, 4),
-        generator=2,
+        seed=2,
         model_kwargs=kwargs,
         rtol=0.3,  # loose, but not so loose that every row takes the same steps
         dtype=torch.float64,
@@ -198,7 +198,7 @@ def test_a_guided_conditional_unet_sample_alone_equals_its_row_in_the_batch():
         score,
         sde,
         (1, 1, 4, 4),
-        generator=2,
+        seed=2,
         sample_ids=torch.tensor([i]),
         model_kwargs={"encoder_hidden_states": prompts[i : i + 1]},
         rtol=0.3,  # loose, but not so loose that every row takes the same steps
@@ -247,7 +247,7 @@ def test_score_from_diffusers_reads_a_zero_terminal_snr_schedule_and_samples_it(
     # float32, which loses 4e-5 near the end, where the rescaling cancels).
     torch.testing.assert_close(ddpm_schedule(scheduler.config)[:-1], abar[:-1], rtol=1e-4, atol=0)
     for space in ("snr", "x"):
-        x, _ = sample(score, sde, (400, 1, 2, 2), generator=5, space=space, dtype=torch.float64)
+        x, _ = sample(score, sde, (400, 1, 2, 2), seed=5, space=space, dtype=torch.float64)
         var = float(x.var())
         assert abs(var / std**2 - 1) < 0.15, (space, var)  # 1600 values: 3.5 % Monte-Carlo error
 

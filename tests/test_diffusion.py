@@ -159,7 +159,7 @@ def _within_binomial(counts, n, k=4.0):
 @pytest.mark.parametrize("rtol", [0.02, 0.1])
 def test_mode_weights_stay_equal(sde, rtol):
     n = 4000
-    x, _ = sample(RING.score_fn(sde), sde, (n, 2), rtol=rtol, generator=0, dtype=torch.float64)
+    x, _ = sample(RING.score_fn(sde), sde, (n, 2), rtol=rtol, seed=0, dtype=torch.float64)
     counts = _mode_counts(x)
     assert _within_binomial(counts, n), counts.tolist()
 
@@ -189,7 +189,7 @@ def _spread_ok(mixture, x, k=4.0):
 @pytest.mark.parametrize("sde", [VPSDE(), VESDE()], ids=["vp", "ve"])
 def test_spread_matches_the_truth_in_two_dimensions(sde):
     mixture = GaussianMixture.ring(std=0.1)
-    x, _ = sample(mixture.score_fn(sde), sde, (2000, 2), generator=1, dtype=torch.float64)
+    x, _ = sample(mixture.score_fn(sde), sde, (2000, 2), seed=1, dtype=torch.float64)
     assert _spread_ok(mixture, x), component_spread(mixture, x)
 
 
@@ -199,14 +199,14 @@ HIGH_D = GaussianMixture.random(1024, modes=4, std=0.3)
 @pytest.mark.slow
 def test_spread_matches_the_truth_in_1024_dimensions_at_fewer_evaluations_than_euler():
     sde, n = VPSDE(), 1000
-    x, stats = sample(HIGH_D.score_fn(sde), sde, (n, 1024), generator=1)
+    x, stats = sample(HIGH_D.score_fn(sde), sde, (n, 1024), seed=1)
     assert _spread_ok(HIGH_D, x), component_spread(HIGH_D, x)
     spent = int(stats.score_evals.double().mean())
     assert spent < 400  # measured 262
     # Euler-Maruyama with about half that budget is measurably off on the same measure: it
     # needs more evaluations for this accuracy (measured: +1.0 % variance at 130 steps).
     em, _ = sample_euler_maruyama(
-        HIGH_D.score_fn(sde), sde, (n, 1024), steps=spent // 2, generator=1
+        HIGH_D.score_fn(sde), sde, (n, 1024), steps=spent // 2, seed=1
     )
     assert not _spread_ok(HIGH_D, em, k=3.0), component_spread(HIGH_D, em)
 
@@ -217,7 +217,7 @@ def test_denoising_improves_the_spread_measure():
     # posterior mean removes it, leaving an error of s^2 sigma^2 / (s^2 + sigma^2) instead.
     mixture = GaussianMixture.random(1024, modes=2, std=0.3, seed=3)
     sde, n = VESDE(), 600
-    kwargs = {"eps": 0.3, "generator": 2, "dtype": torch.float64}
+    kwargs = {"eps": 0.3, "seed": 2, "dtype": torch.float64}
     raw, _ = sample(mixture.score_fn(sde), sde, (n, 1024), denoise=False, **kwargs)
     clean, stats = sample(mixture.score_fn(sde), sde, (n, 1024), **kwargs)
 
@@ -230,14 +230,14 @@ def test_denoising_improves_the_spread_measure():
 
 def test_reproducible_and_independent_of_the_batch():
     sde = VPSDE()
-    x, stats = sample(RING.score_fn(sde), sde, (6, 2), generator=torch.Generator().manual_seed(5))
-    again, _ = sample(RING.score_fn(sde), sde, (6, 2), generator=torch.Generator().manual_seed(5))
+    x, stats = sample(RING.score_fn(sde), sde, (6, 2), seed=torch.Generator().manual_seed(5))
+    again, _ = sample(RING.score_fn(sde), sde, (6, 2), seed=torch.Generator().manual_seed(5))
     assert torch.equal(x, again)
     alone, alone_stats = sample(
         RING.score_fn(sde),
         sde,
         (1, 2),
-        generator=torch.Generator().manual_seed(5),
+        seed=torch.Generator().manual_seed(5),
         sample_ids=torch.tensor([4]),
     )
     torch.testing.assert_close(alone[0], x[4], rtol=1e-5, atol=1e-6)
@@ -246,7 +246,7 @@ def test_reproducible_and_independent_of_the_batch():
 
 def test_statistics_count_evaluations_calls_and_rows():
     sde = VPSDE()
-    _, stats = sample(RING.score_fn(sde), sde, (32, 2), generator=0)
+    _, stats = sample(RING.score_fn(sde), sde, (32, 2), seed=0)
     solve = stats.solve
     assert torch.equal(stats.score_evals, solve.nfe + 1)  # + the denoising step
     assert stats.rows_evaluated == int(stats.score_evals.sum())  # finished rows cost nothing
@@ -263,7 +263,7 @@ def test_images_are_flattened_and_restored():
         seen.append(tuple(x.shape))
         return mixture.score(x.reshape(x.shape[0], -1), t, sde).reshape(x.shape)
 
-    x, _ = sample(score, sde, (5, 3, 4, 4), generator=0, rtol=0.1)
+    x, _ = sample(score, sde, (5, 3, 4, 4), seed=0, rtol=0.1)
     assert x.shape == (5, 3, 4, 4) and all(s[1:] == (3, 4, 4) for s in seen)
 
 
@@ -283,10 +283,10 @@ def test_reverse_sde_runs_with_torchsde_gtgf_and_euler():
 
 def test_baselines_return_samples_and_costs():
     sde = VPSDE()
-    x, stats = sample_euler_maruyama(RING.score_fn(sde), sde, (50, 2), steps=100, generator=0)
+    x, stats = sample_euler_maruyama(RING.score_fn(sde), sde, (50, 2), steps=100, seed=0)
     assert x.shape == (50, 2) and torch.all(stats.score_evals == 101)
     x, stats = sample_probability_flow(
-        RING.score_fn(sde), sde, (50, 2), generator=0, rtol=1e-3, atol=1e-3
+        RING.score_fn(sde), sde, (50, 2), seed=0, rtol=1e-3, atol=1e-3
     )
     assert x.shape == (50, 2) and int(stats.score_evals[0]) == stats.model_calls
     assert float((x.norm(dim=1) - 1).abs().median()) < 0.1
@@ -295,7 +295,7 @@ def test_baselines_return_samples_and_costs():
 def test_a_score_of_the_wrong_shape_names_the_time():
     sde = VPSDE()
     with pytest.raises(ValueError, match=r"must return the shape of x.*at t=1"):
-        sample(lambda x, t: x[:, :1], sde, (4, 2), generator=0)
+        sample(lambda x, t: x[:, :1], sde, (4, 2), seed=0)
 
 
 def test_a_non_finite_score_names_the_sample_and_time():
@@ -307,7 +307,7 @@ def test_a_non_finite_score_names_the_sample_and_time():
     x_T = torch.zeros(4, 2)
     x_T[2] = 100.0
     with pytest.raises(adaptive_sde.SolveError, match=r"sample 2: NONFINITE at t=1 .*not finite"):
-        sample(score, sde, (4, 2), generator=0, x_T=x_T)
+        sample(score, sde, (4, 2), seed=0, x_T=x_T)
 
 
 @pytest.mark.parametrize(
@@ -326,7 +326,7 @@ def test_bad_input(kwargs, match):
     sde = VPSDE()
     shape = kwargs.pop("shape", (4, 2))
     with pytest.raises(ValueError, match=match):
-        sample(RING.score_fn(sde), sde, shape, generator=0, **kwargs)
+        sample(RING.score_fn(sde), sde, shape, seed=0, **kwargs)
 
 
 @pytest.mark.parametrize("model_dtype", [torch.float16, torch.bfloat16])
@@ -340,11 +340,11 @@ def test_a_half_precision_model_drives_a_float32_solver(model_dtype):
         return exact(x, t).to(model_dtype)
 
     n = 2000
-    x, stats = sample(half_model, sde, (n, 2), generator=5, model_dtype=model_dtype)
+    x, stats = sample(half_model, sde, (n, 2), seed=5, model_dtype=model_dtype)
     assert seen == {model_dtype}
     assert x.dtype == torch.float32 and stats.solve.success
     assert _within_binomial(_mode_counts(x), n), _mode_counts(x).tolist()
     # The solver's error estimate works in float32: the cost stays that of a float32 model.
-    _, reference = sample(exact, sde, (n, 2), generator=5)
+    _, reference = sample(exact, sde, (n, 2), seed=5)
     cost, reference_cost = (s.score_evals.double().mean() for s in (stats, reference))
     assert abs(cost / reference_cost - 1) < 0.2

@@ -115,7 +115,7 @@ BAD_SOLVE = {
     "per_sample": st.sampled_from(["no", 1, None]),
     "adaptive": st.sampled_from(["yes", 0]),
     "tolerance": st.sampled_from(["diffrax", 1]),
-    "norm": st.sampled_from(["linf", None]),
+    "norm": st.sampled_from(["linf", 3]),
     "safety": st.sampled_from([0.0, 1.5, "0.9"]),
     "exponent": st.sampled_from([0.0, -1.0]),
     "factor_min": st.sampled_from([0.0, 2.0]),
@@ -285,7 +285,7 @@ BAD_OPTIONS = {
     "seed": st.sampled_from([2**64, -1, 1.5, "0"]),
     "fixed_steps": st.sampled_from(["yes", 0]),
     "tolerance": st.sampled_from(["diffrax", 1]),
-    "norm": st.sampled_from(["linf", None]),
+    "norm": st.sampled_from(["linf", 3]),
     "safety": st.sampled_from([0.0, "0.9"]),
     "exponent": st.sampled_from([0.0, [0.9]]),
     "factor_min": st.sampled_from([0.0, None]),
@@ -389,10 +389,10 @@ GOOD_SAMPLE = {
     "rtol": st.sampled_from([None, 0.4, 0.1]),
     "atol": st.sampled_from([0.0078, 0.05]),
     "eps": st.sampled_from([None, 0.01, 0.3]),
-    "h_init": st.sampled_from([None, 0.05, 0.5]),
-    "h_max": st.sampled_from([None, 0.5, 2.0]),
+    "dt0": st.sampled_from([None, 0.05, 0.5]),
+    "dt_max": st.sampled_from([None, 0.5, 2.0]),
     "denoise": st.booleans(),
-    "generator": st.one_of(st.none(), st.integers(0, 2**64 - 1)),
+    "seed": st.one_of(st.none(), st.integers(0, 2**64 - 1)),
     "per_sample": st.booleans(),
     "max_steps": st.integers(1, 300),
     "dtype": st.sampled_from([torch.float32, torch.float64]),
@@ -406,13 +406,13 @@ BAD_SAMPLE = {
     "rtol": st.sampled_from([-0.1, 1.5, "0.1", math.nan]),
     "atol": st.sampled_from([-1.0, "x"]),
     "eps": st.sampled_from([0.0, 1.5, -1e-3]),
-    "h_init": st.sampled_from([0.0, -0.1, math.inf, "0.1"]),
-    "h_max": st.sampled_from([0.0, math.nan, "1"]),
-    "generator": st.sampled_from([2**64, -1, 1.5, "0"]),
+    "dt0": st.sampled_from([0.0, -0.1, math.inf, "0.1"]),
+    "dt_max": st.sampled_from([0.0, math.nan, "1"]),
+    "seed": st.sampled_from([2**64, -1, 1.5, "0"]),
     "per_sample": st.sampled_from(["no", 1]),
     "max_steps": st.sampled_from([0, 10.5]),
     "dtype": st.sampled_from([torch.int64, torch.float16]),
-    "norm": st.sampled_from(["linf", None]),
+    "norm": st.sampled_from(["linf", 3]),
     "tolerance": st.sampled_from(["diffrax", 1]),
     "sync_every": st.sampled_from([0, 2.0]),
     "space": st.sampled_from(["w", None]),
@@ -455,7 +455,7 @@ def test_sample_runs_or_refuses_naming_a_bad_argument(data):
             x, stats = sample(score, sde, (batch, 2), **arguments)
         except SolveError as error:
             event("SolveError")
-            names = {"max_steps", "rtol", "atol", "h_init", "eps"}
+            names = {"max_steps", "rtol", "atol", "dt0", "eps"}
             assert names_one_of(str(error), names), str(error)
             return
     event("sampled")

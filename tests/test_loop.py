@@ -87,7 +87,7 @@ def test_sampler_host_reads_are_bounded():
     mixture = GaussianMixture.ring()
     sde = VPSDE()
     with HostReads() as reads:
-        _, stats = sample(mixture.score_fn(sde), sde, (64, 2), generator=0, sync_every=8)
+        _, stats = sample(mixture.score_fn(sde), sde, (64, 2), seed=0, sync_every=8)
     passes = int(stats.solve.num_steps.max())
     assert reads.count <= math.ceil(passes / 8) + SETUP_READS + 4, reads.names
 

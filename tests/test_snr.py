@@ -100,7 +100,7 @@ def test_gaussian_data_mean_and_variance_are_exact(sde, rtol):
     # with k = alpha s^2 / (alpha^2 s^2 + sigma^2); 8000 x 16 values give the variance to 0.4 %.
     std, d, n = 0.05, 16, 8000
     data = _gaussian_data(std, d)
-    x, _ = sample(data.score_fn(sde), sde, (n, d), rtol=rtol, generator=3, dtype=torch.float64)
+    x, _ = sample(data.score_fn(sde), sde, (n, d), rtol=rtol, seed=3, dtype=torch.float64)
     t = torch.tensor(sde.eps, dtype=torch.float64)
     a, s = float(sde.alpha(t)), float(sde.sigma(t))
     k = a * std**2 / (a**2 * std**2 + s**2)
@@ -154,7 +154,7 @@ def test_ring_mode_weights_stay_equal(sde, rtol):
     # 20 000 samples: the elementwise tolerance of the paper made the diagonal modes 10 %
     # heavier at rtol 0.1 (about 2600 against 2350), which this band rejects
     n = 20_000
-    x, stats = sample(RING.score_fn(sde), sde, (n, 2), rtol=rtol, generator=0)
+    x, stats = sample(RING.score_fn(sde), sde, (n, 2), rtol=rtol, seed=0)
     assert stats.rejected > 0.02 * stats.accepted  # the reuse of rejected noise is exercised
     counts = _mode_counts(x)
     assert _within_binomial(counts, n), counts.tolist()
@@ -176,7 +176,7 @@ def test_redrawing_rejected_noise_biases_the_mode_weights():
 
 def test_a_rejected_attempt_costs_one_evaluation():
     sde, n = VPSDE(), 64
-    _, stats = sample(RING.score_fn(sde), sde, (n, 2), rtol=0.02, generator=1)
+    _, stats = sample(RING.score_fn(sde), sde, (n, 2), rtol=0.02, seed=1)
     solve = stats.solve
     assert int(solve.num_rejected.sum()) > 0
     # D at the start, one D(x_L) per attempt, one D at each newly accepted state (the last one
@@ -188,10 +188,10 @@ def test_a_rejected_attempt_costs_one_evaluation():
 
 @pytest.mark.parametrize("sde", [VPSDE(), VESDE()], ids=["vp", "ve"])
 def test_a_sample_solved_alone_equals_its_row_of_the_batch(sde):
-    x, stats = sample(RING.score_fn(sde), sde, (8, 2), generator=7)
+    x, stats = sample(RING.score_fn(sde), sde, (8, 2), seed=7)
     for i in (0, 5):
         alone, alone_stats = sample(
-            RING.score_fn(sde), sde, (1, 2), generator=7, sample_ids=torch.tensor([i])
+            RING.score_fn(sde), sde, (1, 2), seed=7, sample_ids=torch.tensor([i])
         )
         torch.testing.assert_close(alone[0], x[i], rtol=1e-5, atol=1e-6)
         assert int(alone_stats.score_evals[0]) == int(stats.score_evals[i])
@@ -201,7 +201,7 @@ def test_a_sample_solved_alone_equals_its_row_of_the_batch(sde):
 def test_a_shared_grid_keeps_each_samples_own_noise(space):
     sde = VPSDE()
     x_T = prior_sample(sde, (6, 2), 2)
-    kwargs = {"generator": 2, "per_sample": False, "space": space, "x_T": x_T}
+    kwargs = {"seed": 2, "per_sample": False, "space": space, "x_T": x_T}
     x, stats = sample(RING.score_fn(sde), sde, (6, 2), **kwargs)
     assert len(set(stats.score_evals.tolist())) == 1  # one grid
     again, _ = sample(RING.score_fn(sde), sde, (6, 2), **kwargs)
@@ -213,11 +213,11 @@ def test_a_shared_grid_keeps_each_samples_own_noise(space):
 
 def test_x_space_stays_selectable():
     sde = VPSDE()
-    x, stats = sample(RING.score_fn(sde), sde, (32, 2), generator=0, space="x", rtol=0.05)
+    x, stats = sample(RING.score_fn(sde), sde, (32, 2), seed=0, space="x", rtol=0.05)
     assert torch.equal(stats.score_evals, stats.solve.nfe + 1)
     assert float((x.norm(dim=1) - 1).abs().median()) < 0.1
     with pytest.raises(ValueError, match="space must be one of"):
-        sample(RING.score_fn(sde), sde, (4, 2), generator=0, space="w")
+        sample(RING.score_fn(sde), sde, (4, 2), seed=0, space="w")
 
 
 def test_adapters_hand_over_the_data_prediction_without_the_score():
@@ -248,23 +248,76 @@ def test_final_prediction_that_is_not_finite_is_an_error():
         return torch.where(last[:, None], torch.full_like(out, math.nan), out)
 
     with pytest.raises(adaptive_sde.SolveError, match="not finite"):
-        sample(score, sde, (4, 2), generator=0)
+        sample(score, sde, (4, 2), seed=0)
     with pytest.raises(adaptive_sde.SolveError, match="not finite"):
-        sample(score, sde, (4, 2), generator=0, space="x")
+        sample(score, sde, (4, 2), seed=0, space="x")
 
 
 def test_blocks_of_passes_between_host_reads_give_the_same_samples():
     # sync_every > 1: finished rows are frozen inside a block, and D at each start is evaluated
     # again (two evaluations per attempt); the decisions, hence the samples, are the same.
     sde, n = VPSDE(), 48
-    x, stats = sample(RING.score_fn(sde), sde, (n, 2), generator=4, dtype=torch.float64)
+    x, stats = sample(RING.score_fn(sde), sde, (n, 2), seed=4, dtype=torch.float64)
     for k in (3, 8):
         other, other_stats = sample(
-            RING.score_fn(sde), sde, (n, 2), generator=4, dtype=torch.float64, sync_every=k
+            RING.score_fn(sde), sde, (n, 2), seed=4, dtype=torch.float64, sync_every=k
         )
         torch.testing.assert_close(other, x, rtol=1e-9, atol=1e-12)
         assert torch.equal(other_stats.solve.num_steps, stats.solve.num_steps)
         want = 2 * other_stats.solve.num_steps + 1  # + the final denoising step
         assert torch.equal(other_stats.score_evals, want)
     with pytest.raises(ValueError, match="sync_every must be a positive integer"):
-        sample(RING.score_fn(sde), sde, (4, 2), generator=0, sync_every=0)
+        sample(RING.score_fn(sde), sde, (4, 2), seed=0, sync_every=0)
+
+
+# -- one option table, one name per option (issue 11) ---------------------------------------------
+
+
+def test_the_old_names_still_work_with_a_deprecation_warning():
+    from adaptive_sde.diffusion import sample_euler_maruyama
+
+    sde = VPSDE()
+    score = RING.score_fn(sde)
+    new, _ = sample(score, sde, (8, 2), seed=3, dt0=0.2, dt_max=0.5)
+    with pytest.warns(DeprecationWarning, match="generator= is now called seed="):
+        with pytest.warns(DeprecationWarning, match="h_init= is now called dt0="):
+            with pytest.warns(DeprecationWarning, match="h_max= is now called dt_max="):
+                old, _ = sample(score, sde, (8, 2), generator=3, h_init=0.2, h_max=0.5)
+    assert torch.equal(new, old)
+    em, _ = sample_euler_maruyama(score, sde, (8, 2), steps=20, seed=3)
+    with pytest.warns(DeprecationWarning, match="generator="):
+        em_old, _ = sample_euler_maruyama(score, sde, (8, 2), steps=20, generator=3)
+    assert torch.equal(em, em_old)
+    with pytest.raises(TypeError, match="pass seed= or its old name generator=, not both"):
+        sample(score, sde, (8, 2), seed=3, generator=3)
+
+
+def test_a_controller_object_replaces_the_tolerance_arguments():
+    from adaptive_sde._controller import StepController
+    from adaptive_sde.diffusion._sample import SAMPLE_DEFAULTS
+
+    sde = VPSDE()
+    score = RING.score_fn(sde)
+    by_arguments, a = sample(score, sde, (16, 2), seed=1, rtol=0.2, dt_max=0.5)
+    controller = StepController(defaults={**SAMPLE_DEFAULTS["snr"], "rtol": 0.2, "dt_max": 0.5})
+    by_object, b = sample(score, sde, (16, 2), seed=1, controller=controller)
+    assert torch.equal(by_arguments, by_object)
+    assert torch.equal(a.score_evals, b.score_evals)
+    with pytest.raises(ValueError, match="controller= and rtol"):
+        sample(score, sde, (4, 2), seed=1, controller=controller, rtol=0.1)
+    # Without a largest step in lambda the pair would jump across the low-noise end unseen.
+    with pytest.raises(ValueError, match="must bound the step in signal-to-noise time"):
+        sample(score, sde, (4, 2), seed=1, controller=StepController(rtol=0.1))
+
+
+def test_pi_control_reaches_the_signal_to_noise_time_sampler():
+    from adaptive_sde._controller import StepController
+    from adaptive_sde.diffusion._sample import SAMPLE_DEFAULTS
+
+    sde = VPSDE()
+    score = RING.score_fn(sde)
+    _, a = sample(score, sde, (16, 2), seed=1)
+    pi = StepController(defaults={**SAMPLE_DEFAULTS["snr"], "pcoeff": 0.4})
+    other, b = sample(score, sde, (16, 2), seed=1, controller=pi)
+    assert bool(torch.isfinite(other).all())
+    assert not torch.equal(a.solve.num_steps, b.solve.num_steps)  # the gain changed the steps

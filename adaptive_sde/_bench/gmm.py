@@ -162,7 +162,7 @@ def run_setting(
     score = mixture.score_fn(sde)
     x_T = prior_sample(sde, shape, 1)
     for rtol in SNR_RTOLS[2:3] if quick else SNR_RTOLS:
-        x, st = sample(score, sde, shape, rtol=rtol, generator=1)
+        x, st = sample(score, sde, shape, rtol=rtol, seed=1)
         slowest = int(st.score_evals.max())
         add(
             "gtgf snr",
@@ -175,7 +175,7 @@ def run_setting(
             rows_saved=slowest * n - st.rows_evaluated,
         )
     for rtol in RTOLS[1:2] if quick else RTOLS:
-        x, st = sample(score, sde, shape, rtol=rtol, generator=1, space="x")
+        x, st = sample(score, sde, shape, rtol=rtol, seed=1, space="x")
         add(
             "gtgf x-space", f"rtol={rtol}", x, float(st.score_evals.double().mean()), st.model_calls
         )
@@ -194,11 +194,11 @@ def run_setting(
             x, evals, calls = baselines.run_diffusers(steps, mixture, x_T, seed=1)
             add(baselines.DIFFUSERS_SAMPLER, f"N={steps}", x, evals, calls)
     for steps in EM_STEPS[::3] if quick else EM_STEPS:
-        x, st = sample_euler_maruyama(score, sde, shape, steps=steps, generator=1)
+        x, st = sample_euler_maruyama(score, sde, shape, steps=steps, seed=1)
         add("euler-maruyama", f"N={steps}", x, float(st.score_evals[0]), st.model_calls)
     if mixture.dim <= 64 or not quick:
         for tol in ODE_TOLS[:1] if quick else ODE_TOLS:
-            x, st = sample_probability_flow(score, sde, shape, rtol=tol, atol=tol, generator=1)
+            x, st = sample_probability_flow(score, sde, shape, rtol=tol, atol=tol, seed=1)
             add("pf-ode rk45", f"tol={tol:g}", x, float(st.score_evals[0]), st.model_calls)
     return {"name": name, "n": n, "floor": floor, "rows": rows}
 
@@ -285,9 +285,7 @@ def weights_ablation(quick: bool = False) -> list[dict[str, Any]]:
         for weights in WEIGHTS:
             counter = ScoreCounter(data_prediction_of(data.score_fn(sde), sde), (d,))
             register = BrownianRegister(n, d, seed=5, time_dtype=torch.float64)
-            controller = StepController(
-                0.1, 0.0078, tolerance=sample_module.SNR_TOLERANCE, dt_max=sample_module.SNR_H_MAX
-            )
+            controller = StepController(defaults=sample_module.SAMPLE_DEFAULTS["snr"])
             sampler = SNRSampler(counter, sde, controller, register, weights=weights)
             result = sampler.run(prior_sample(sde, (n, d), 5), sde.eps)
             ts = torch.full((n,), sde.eps)

@@ -187,7 +187,7 @@ def mixture_rows(
     for rtol in SAMPLE_RTOLS:
         start = time.perf_counter()
         score = recorder if rtol == SAMPLE_RTOLS[-1] else mixture.score_fn(sde)
-        x, stats = sample(score, sde, (n, 2), rtol=rtol, generator=seed)
+        x, stats = sample(score, sde, (n, 2), rtol=rtol, seed=seed)
         evals = float(stats.score_evals.double().mean())
         budgets.append(round(evals))
         out.append(
@@ -204,7 +204,7 @@ def mixture_rows(
     for steps in (*budgets, EM_REFERENCE_STEPS):
         start = time.perf_counter()
         x, stats = sample_euler_maruyama(
-            mixture.score_fn(sde), sde, (n, 2), steps=steps, generator=seed
+            mixture.score_fn(sde), sde, (n, 2), steps=steps, seed=seed
         )
         out.append(
             Sampled(

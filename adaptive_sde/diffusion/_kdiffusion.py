@@ -17,9 +17,11 @@ from typing import Any
 
 import torch
 
+from adaptive_sde import _options
+from adaptive_sde._controller import StepController
 from adaptive_sde.diffusion._adapters import score_from_denoiser
 from adaptive_sde.diffusion._forward import EDMSDE
-from adaptive_sde.diffusion._sample import DEFAULT_ATOL, SampleStats, sample
+from adaptive_sde.diffusion._sample import SampleStats, sample
 
 Denoiser = Callable[..., torch.Tensor]
 Callback = Callable[[dict[str, Any]], None]
@@ -34,13 +36,17 @@ def sample_gtgf(
     callback: Callback | None = None,
     disable: bool | None = None,
     rtol: float | None = None,
-    atol: float = DEFAULT_ATOL,
-    h_init: float | None = None,
-    generator: int | torch.Generator | None = None,
+    atol: float | None = None,
+    dt0: float | None = None,
+    dt_max: float | None = None,
+    seed: int | torch.Generator | None = None,
     sample_ids: torch.Tensor | None = None,
     per_sample: bool = True,
-    max_steps: int = 100_000,
+    max_steps: int | None = None,
     return_info: bool = False,
+    controller: StepController | None = None,
+    generator: int | torch.Generator | None = None,
+    h_init: float | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, SampleStats]:
     """Samples a k-diffusion denoiser with the adaptive Gotta-Go-Fast pair in signal-to-noise
     time (the reverse SDE, as k-diffusion's samplers with eta = 1), from ``sigma_max`` down to
@@ -60,9 +66,11 @@ def sample_gtgf(
       steps), ``denoised`` (every sample's latest data prediction; zeros before its first
       accepted step), and ``rows`` (the samples that moved).
     - ``disable``: turns the progress bar off (``None``: on where stderr is a terminal).
-    - ``rtol``, ``atol``, ``h_init``, ``per_sample``, ``max_steps``, ``sample_ids``: as in
-      :func:`sample`; ``generator`` seeds the Brownian paths (``None``: one draw from PyTorch's
-      global generator, so ``torch.manual_seed`` fixes the result, as with k-diffusion).
+    - ``rtol``, ``atol``, ``dt0``, ``dt_max``, ``per_sample``, ``max_steps``, ``sample_ids``,
+      ``controller``: as in :func:`sample`; ``seed`` seeds the Brownian paths (``None``: one
+      draw from PyTorch's global generator, so ``torch.manual_seed`` fixes the result, as with
+      k-diffusion). ``generator`` and ``h_init`` are the old names of ``seed`` and ``dt0`` (a
+      ``DeprecationWarning``).
     - ``return_info``: also return the :class:`SampleStats`.
 
     The solver runs in float32 (float64 for a float64 ``x``); a half-precision ``x`` is handed
@@ -82,8 +90,10 @@ def sample_gtgf(
         tuple(x.shape),
         rtol=rtol,
         atol=atol,
-        h_init=h_init,
-        generator=generator,
+        dt0=_options.renamed("h_init", h_init, dt0),
+        dt_max=dt_max,
+        seed=_options.renamed("generator", generator, seed),
+        controller=controller,
         sample_ids=sample_ids,
         progress=_progress(disable),
         per_sample=per_sample,

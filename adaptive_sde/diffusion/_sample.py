@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from adaptive_sde import _random
+from adaptive_sde import _options, _random
 from adaptive_sde._brownian import BrownianRegister, resolve_seed
 from adaptive_sde._controller import StepController
 from adaptive_sde._integrate import solve
@@ -35,18 +35,16 @@ from adaptive_sde.diffusion._snr import AcceptHook, SNRSampler
 _PRIOR_TAG = 0x5052494F52215F5F  # "PRIOR!__"
 _EM_TAG = 0x45554C45524D4152  # "EULERMAR"
 
-# Paper defaults for data in [-1, 1] (Jolicoeur-Martineau et al. 2021, §3.2 and Table 1).
+# The sampler's defaults where they differ from the option table's (adaptive_sde._options), in
+# one place: in x the paper's (Jolicoeur-Martineau et al. 2021, §3.2 and Table 1, for data in
+# [-1, 1]); in signal-to-noise time the rtol, tolerance form, first and largest step in lambda
+# chosen from `adaptive-sde bench gmm` (docs/diffusion.md has the measurements).
 DEFAULT_ATOL = 0.0078
-DEFAULT_RTOL = 0.02
-DEFAULT_H_INIT = 0.01
-# The signal-to-noise-time sampler: its default rtol, its first and largest step in lambda, the
-# controller's exponent and its second stage's weights (docs/diffusion.md has the measurements).
-SNR_RTOL = 0.1
-SNR_TOLERANCE = "isotropic"
-SNR_H_INIT = 0.1
-SNR_H_MAX = 1.0
-SNR_EXPONENT = 0.9
-SNR_WEIGHTS = "gaussian"
+SAMPLE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "snr": {"rtol": 0.1, "atol": DEFAULT_ATOL, "tolerance": "isotropic", "dt0": 0.1, "dt_max": 1.0},
+    "x": {"rtol": 0.02, "atol": DEFAULT_ATOL, "tolerance": "paper", "dt0": 0.01},
+}
+SNR_WEIGHTS = "gaussian"  # the second stage's weights in signal-to-noise time
 SPACES = ("snr", "x")
 
 
@@ -107,27 +105,31 @@ def sample(
     shape: Sequence[int],
     *,
     rtol: float | None = None,
-    atol: float = DEFAULT_ATOL,
+    atol: float | None = None,
     eps: float | None = None,
-    h_init: float | None = None,
-    h_max: float | None = None,
+    dt0: float | None = None,
+    dt_max: float | None = None,
     denoise: bool = True,
-    generator: int | torch.Generator | None = None,
+    seed: int | torch.Generator | None = None,
     sample_ids: torch.Tensor | None = None,
     progress: bool = False,
     per_sample: bool = True,
-    max_steps: int = 100_000,
+    max_steps: int | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     x_T: torch.Tensor | None = None,
-    norm: str = "rms",
+    norm: str | None = None,
     tolerance: str | None = None,
+    controller: StepController | None = None,
     sync_every: int | None = None,
     model_dtype: torch.dtype | None = None,
     space: str = "snr",
     model_kwargs: Mapping[str, Any] | None = None,
     grad: bool = False,
     on_accept: AcceptHook | None = None,
+    generator: int | torch.Generator | None = None,
+    h_init: float | None = None,
+    h_max: float | None = None,
 ) -> tuple[torch.Tensor, SampleStats]:
     """Samples a score-based model with the adaptive Gotta-Go-Fast solver.
 
@@ -148,16 +150,18 @@ def sample(
       ``rtol`` defaults to 0.1 in signal-to-noise time and 0.02 in x, each chosen from
       ``adaptive-sde bench gmm`` (exact-score Gaussian mixtures against 1000-step
       Euler-Maruyama and k-diffusion's and diffusers' samplers; docs/benchmarks.md).
-    - ``eps``: end time (default ``sde.eps``: 1e-3 VP / sub-VP, 1e-5 VE); ``h_init``: the
+    - ``eps``: end time (default ``sde.eps``: 1e-3 VP / sub-VP, 1e-5 VE); ``dt0``: the
       first step (default 0.1 in lambda = log(alpha / sigma) in signal-to-noise time, 0.01 in t
-      in x); ``h_max``: the largest step in lambda in signal-to-noise time (default 1). In low
+      in x); ``dt_max``: the largest step (default 1 in lambda in signal-to-noise time). In low
       dimensions the cap, not ``rtol``, limits the accuracy of the low-noise steps: on the 2-D
       ring (20 000 samples, VE, rtol 0.1) the components' variance is +6.6 % too large at 1,
       +1.0 % at 0.5 (64 instead of 43 evaluations per sample), -0.1 % at 0.25.
     - ``denoise``: finish with one more evaluation, the posterior mean D(x, eps) = E[x_0 | x_eps]
       (Tweedie's formula), which removes the noise left at ``eps``.
-    - ``generator``: an int or ``torch.Generator`` seeding the prior and the Brownian paths;
+    - ``seed``: an int or ``torch.Generator`` seeding the prior and the Brownian paths;
       ``sample_ids`` (B,) name the samples, so that sample i is the same in any batch.
+    - ``generator``, ``h_init``, ``h_max``: the old names of ``seed``, ``dt0`` and ``dt_max``
+      (a ``DeprecationWarning``).
     - ``progress``: a tqdm bar (time reached by the slowest sample, evaluations so far).
     - ``per_sample``: every sample its own steps (default); ``False`` shares one time grid.
     - ``x_T``: start from these prior samples instead of drawing them.
@@ -170,6 +174,12 @@ def sample(
       :class:`adaptive_sde.StepController`); ``tolerance`` defaults to ``"isotropic"`` in
       signal-to-noise time (one scale per sample, the RMS of its state: elementwise scales
       favour the diagonal modes of a 2-D ring) and to the paper's ``"paper"`` in x.
+    - ``controller``: a :class:`adaptive_sde.StepController` instead of ``rtol``, ``atol``,
+      ``tolerance``, ``norm`` and ``dt_max`` (its other options, such as ``pcoeff``, apply
+      too). In signal-to-noise time it must bound the step (``dt_max``, e.g. 1.0): without a
+      cap the pair jumps across the low-noise end in one step that its error estimate cannot
+      see, and the samples collapse to the mean. The defaults of this sampler are
+      :data:`SAMPLE_DEFAULTS`.
     - ``space``: ``"snr"`` (default) or ``"x"``, above. With ``sync_every > 1`` the
       signal-to-noise-time sampler evaluates D at every attempt's start again (choosing the
       rows that need it would read the device): two evaluations per attempt instead of one per
@@ -191,27 +201,43 @@ def sample(
         raise ValueError(f"space must be one of {SPACES}, got {space!r}")
     if on_accept is not None and space != "snr":
         raise ValueError("on_accept needs space='snr'")
+    seed = _options.renamed("generator", generator, seed)
+    dt0 = _options.renamed("h_init", h_init, dt0)
+    dt_max = _options.renamed("h_max", h_max, dt_max)
+    check_bool("per_sample", per_sample)
+    control = _controller(
+        controller,
+        space,
+        per_sample,
+        rtol=rtol,
+        atol=atol,
+        tolerance=tolerance,
+        norm=norm,
+        dt_max=dt_max,
+    )
     with _grad_mode(grad):
         return _sample(
             score_fn,
             sde,
             shape,
-            rtol=rtol,
-            atol=atol,
+            controller=control,
             eps=eps,
-            h_init=h_init,
-            h_max=h_max,
+            dt0=_options.resolve(
+                {"dt0": dt0},
+                names={"dt0": _options.OPTIONS["dt0"]},
+                defaults=SAMPLE_DEFAULTS[space],
+            )["dt0"],
             denoise=denoise,
-            generator=generator,
+            seed=seed,
             sample_ids=sample_ids,
             progress=progress,
             per_sample=per_sample,
-            max_steps=max_steps,
+            max_steps=_options.resolve(
+                {"max_steps": max_steps}, names={"max_steps": _options.OPTIONS["max_steps"]}
+            )["max_steps"],
             dtype=dtype,
             device=device,
             x_T=x_T,
-            norm=norm,
-            tolerance=tolerance,
             sync_every=sync_every,
             model_dtype=model_dtype,
             space=space,
@@ -220,18 +246,41 @@ def sample(
         )
 
 
+def _controller(controller: Any, space: str, per_sample: bool, **options: Any) -> StepController:
+    """The sampler's controller: the one given, or one built from the options with the
+    sampler's defaults (:data:`SAMPLE_DEFAULTS`)."""
+    given = sorted(name for name, value in options.items() if value is not None)
+    if controller is None:
+        controller = StepController(**options, defaults=SAMPLE_DEFAULTS[space])
+    elif not isinstance(controller, StepController):
+        raise TypeError(
+            f"controller must be an adaptive_sde.StepController, got {type(controller).__name__}"
+        )
+    elif given:
+        raise ValueError(
+            "pass the controller's options to the controller, not beside it: got controller= "
+            f"and {', '.join(given)}"
+        )
+    if space == "snr" and not math.isfinite(controller.dt_max):
+        raise ValueError(
+            "the controller must bound the step in signal-to-noise time: pass dt_max (sample's "
+            "default is 1.0, in lambda = log(alpha / sigma)); without a cap the pair jumps "
+            "across the low-noise end in one step its error estimate cannot see, and the "
+            "samples collapse to the mean"
+        )
+    return controller.for_grid(shared=not per_sample)
+
+
 def _sample(
     score_fn: ScoreFn,
     sde: ForwardSDE,
     shape: Sequence[int],
     *,
-    rtol: float | None,
-    atol: float,
+    controller: StepController,
     eps: float | None,
-    h_init: float | None,
-    h_max: float | None,
+    dt0: float,
     denoise: bool,
-    generator: int | torch.Generator | None,
+    seed: int | torch.Generator | None,
     sample_ids: torch.Tensor | None,
     progress: bool,
     per_sample: bool,
@@ -239,8 +288,6 @@ def _sample(
     dtype: torch.dtype,
     device: torch.device | str | None,
     x_T: torch.Tensor | None,
-    norm: str,
-    tolerance: str | None,
     sync_every: int | None,
     model_dtype: torch.dtype | None,
     space: str,
@@ -248,12 +295,9 @@ def _sample(
     on_accept: AcceptHook | None,
 ) -> tuple[torch.Tensor, SampleStats]:
     """:func:`sample` once the grad mode is set."""
-    check_count("max_steps", max_steps)
-    for name, value in (("per_sample", per_sample), ("denoise", denoise), ("progress", progress)):
+    for name, value in (("denoise", denoise), ("progress", progress)):
         check_bool(name, value)
-    batch, dims, eps, seed, ids, x_T = _start(
-        sde, shape, eps, generator, sample_ids, dtype, device, x_T
-    )
+    batch, dims, eps, seed, ids, x_T = _start(sde, shape, eps, seed, sample_ids, dtype, device, x_T)
     if space == "snr":
         return _sample_snr(
             score_fn,
@@ -263,16 +307,8 @@ def _sample(
             eps,
             seed,
             ids,
-            controller=StepController(
-                SNR_RTOL if rtol is None else rtol,
-                atol,
-                tolerance=SNR_TOLERANCE if tolerance is None else tolerance,
-                norm=norm,
-                shared=not per_sample,
-                exponent=SNR_EXPONENT,
-                dt_max=_check_step(h_max, SNR_H_MAX, "h_max"),
-            ),
-            h_init=_check_step(h_init, SNR_H_INIT),
+            controller=controller,
+            h_init=dt0,
             denoise=denoise,
             max_steps=max_steps,
             progress=progress,
@@ -281,7 +317,6 @@ def _sample(
             on_accept=on_accept,
             sync_every=_sync_every(sync_every, x_T.device),
         )
-    h_init = _check_step(h_init, DEFAULT_H_INIT)
     reverse = ReverseSDE(
         sde, score_fn, dims, model_dtype=model_dtype, model_kwargs=model_kwargs, batch=batch
     )
@@ -303,14 +338,11 @@ def _sample(
             reverse,
             y0,
             ts,
-            rtol=DEFAULT_RTOL if rtol is None else rtol,
-            atol=atol,
-            dt0=h_init,
+            controller=controller,
+            dt0=dt0,
             bm=bm,  # per-sample or shared grid, sample i's noise depends on (seed, id) only
             seed=seed,
             per_sample=per_sample,
-            tolerance="paper" if tolerance is None else tolerance,
-            norm=norm,
             max_steps=max_steps,
             progress=progress,
             sync_every=sync_every,
@@ -436,7 +468,7 @@ def sample_euler_maruyama(
     steps: int = 1000,
     eps: float | None = None,
     denoise: bool = True,
-    generator: int | torch.Generator | None = None,
+    seed: int | torch.Generator | None = None,
     sample_ids: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
@@ -444,15 +476,15 @@ def sample_euler_maruyama(
     model_dtype: torch.dtype | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
     grad: bool = False,
+    generator: int | torch.Generator | None = None,
 ) -> tuple[torch.Tensor, SampleStats]:
     """The reverse SDE with ``steps`` fixed Euler-Maruyama steps from T to ``eps`` (the paper's
     reference at 1000 steps), then the same denoising step as :func:`sample`; ``model_dtype``,
-    ``model_kwargs`` and ``grad`` as there."""
+    ``model_kwargs``, ``grad`` and ``seed`` (formerly ``generator``) as there."""
     if steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps}")
-    batch, dims, eps, seed, ids, x_T = _start(
-        sde, shape, eps, generator, sample_ids, dtype, device, x_T
-    )
+    seed = _options.renamed("generator", generator, seed)
+    batch, dims, eps, seed, ids, x_T = _start(sde, shape, eps, seed, sample_ids, dtype, device, x_T)
     reverse = ReverseSDE(
         sde,
         score_fn,
@@ -505,18 +537,20 @@ def sample_probability_flow(
     method: str = "RK45",
     eps: float | None = None,
     denoise: bool = False,
-    generator: int | torch.Generator | None = None,
+    seed: int | torch.Generator | None = None,
     sample_ids: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     x_T: torch.Tensor | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
+    generator: int | torch.Generator | None = None,
 ) -> tuple[torch.Tensor, SampleStats]:
     """The probability-flow ODE solved adaptively by scipy's ``solve_ivp`` (RK45 with tolerances
     1e-5, as Song et al. 2021), on the whole batch at once. Deterministic given the prior.
     Always without autograd (scipy's solver cannot carry a graph: every evaluation runs under
     ``torch.no_grad()``); ``model_kwargs`` as in :func:`sample`."""
-    batch, dims, eps, _, _, x_T = _start(sde, shape, eps, generator, sample_ids, dtype, device, x_T)
+    seed = _options.renamed("generator", generator, seed)
+    batch, dims, eps, _, _, x_T = _start(sde, shape, eps, seed, sample_ids, dtype, device, x_T)
     flow = ReverseSDE(
         sde, score_fn, dims, probability_flow=True, model_kwargs=model_kwargs, batch=batch
     )
@@ -559,7 +593,7 @@ def _start(
     sde: ForwardSDE,
     shape: Sequence[int],
     eps: float | None,
-    generator: int | torch.Generator | None,
+    seed: int | torch.Generator | None,
     sample_ids: torch.Tensor | None,
     dtype: torch.dtype,
     device: torch.device | str | None,
@@ -574,7 +608,7 @@ def _start(
             f"dtype must be torch.float32 or torch.float64 (the solver's state), got {dtype}; "
             "for a half-precision model pass model_dtype"
         )
-    seed = resolve_seed(generator, name="generator")
+    seed = resolve_seed(seed)
     ids = _sample_ids(sample_ids, batch, device)
     if x_T is None:
         x_T = prior_sample(sde, shape, seed, ids, dtype, device)
@@ -600,17 +634,6 @@ def _sync_every(sync_every: int | None, device: torch.device) -> int:
     if sync_every is None:
         return 1 if device.type == "cpu" else 8
     return check_count("sync_every", sync_every)
-
-
-def _check_step(value: float | None, default: float, name: str = "h_init") -> float:
-    """A step size argument: ``None`` for ``default``, else a finite number > 0."""
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return float(value)
 
 
 def _check_output(x: torch.Tensor, sampler: str, what: str) -> None:

@@ -40,11 +40,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 
 from adaptive_sde._brownian import BrownianRegister
-from adaptive_sde._controller import StepController
+from adaptive_sde._controller import Attempt, Controller, ControllerState
 from adaptive_sde._progress import ProgressMeter
 from adaptive_sde._solution import Result, SolveStats
 from adaptive_sde.diffusion._forward import ForwardSDE
@@ -129,7 +130,7 @@ class _Rows:
     x: torch.Tensor
     d: torch.Tensor  # D at (x, t(lam)), valid where not stale
     stale: torch.Tensor  # D must be evaluated at the current x
-    x_low_prev: torch.Tensor  # x_L of the last accepted step (the paper's tolerance)
+    control: ControllerState  # the controller's per-sample state
     status: torch.Tensor
     evals: torch.Tensor
     accepted: torch.Tensor
@@ -140,14 +141,26 @@ class _Rows:
     def take(self, rows: torch.Tensor | None) -> _Rows:
         if rows is None:
             return self
-        return _Rows(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+        return _Rows(**{f.name: _take(getattr(self, f.name), rows) for f in fields(self)})
 
     def put(self, rows: torch.Tensor | None, part: _Rows) -> None:
         for f in fields(self):
             value = getattr(part, f.name)
             if rows is not None:
-                value = getattr(self, f.name).index_put((rows,), value)
+                value = _put(getattr(self, f.name), rows, value)
             setattr(self, f.name, value)
+
+
+def _take(value: Any, rows: torch.Tensor) -> Any:
+    if isinstance(value, dict):
+        return {k: v[rows] for k, v in value.items()}
+    return value[rows]
+
+
+def _put(whole: Any, rows: torch.Tensor, part: Any) -> Any:
+    if isinstance(whole, dict):
+        return {k: v.index_put((rows,), part[k]) for k, v in whole.items()}
+    return whole.index_put((rows,), part)
 
 
 @dataclass
@@ -186,7 +199,7 @@ class SNRSampler:
         self,
         data: ScoreCounter,
         sde: ForwardSDE,
-        controller: StepController,
+        controller: Controller,
         register: BrownianRegister,
         *,
         weights: str = "gaussian",
@@ -231,7 +244,7 @@ class SNRSampler:
             x=x_T,
             d=torch.zeros_like(x_T),
             stale=torch.ones(batch, dtype=torch.bool, device=device),
-            x_low_prev=x_T,
+            control=self.controller.start(x_T),
             status=torch.full((batch,), RUNNING, dtype=torch.int64, device=device),
             evals=counter(),
             accepted=counter(),
@@ -317,21 +330,33 @@ class SNRSampler:
         x_high = x_low + correction
 
         with torch.no_grad():
-            e = self.controller.error_ratio(s.x, x_high, x_low, s.x_low_prev, correction)
-            e = torch.where(live, e, torch.zeros_like(e))  # a frozen row never rejects a grid
-            accept, factor = self.controller.decide(e)
-            accept = accept & start_finite & live
+            decision = self.controller.adapt(
+                Attempt(
+                    t=s.lam,
+                    h=s.h,
+                    h_taken=h,
+                    clipped=clipped,
+                    y=s.x,
+                    y_next=x_high,
+                    y_em=x_low,
+                    error=correction,
+                    live=live,
+                    veto=self._stuck(start_finite, live),
+                ),
+                s.control,
+            )
+            accept = decision.accept
         self.register.commit(rows, accept)
 
         s.x = torch.where(accept[:, None], x_high, s.x)
-        s.x_low_prev = torch.where(accept[:, None], x_low, s.x_low_prev)
+        s.control = decision.state
         s.stale = accept
         s.evals = s.evals + live.to(torch.int64)
         s.accepted = s.accepted + accept.to(torch.int64)
         s.rejected = s.rejected + (~accept & live).to(torch.int64)
         s.dt_smallest = torch.where(accept, torch.minimum(s.dt_smallest, h), s.dt_smallest)
         s.dt_largest = torch.where(accept, torch.maximum(s.dt_largest, h), s.dt_largest)
-        h_next = self.controller.next_step(h, s.h, clipped, accept, factor)
+        h_next = decision.h_next
         s.lam = torch.where(accept, lam_t, s.lam)
         s.u = torch.where(accept, u_t, s.u)
         s.h = torch.where(live, h_next, s.h)
@@ -342,13 +367,22 @@ class SNRSampler:
         code = torch.where(
             s.accepted + s.rejected >= self.max_steps, Result.MAX_STEPS_REACHED, code
         )
-        too_small = ~accept & (h_next < _H_FLOOR)
+        code = torch.where(decision.ended != RUNNING, decision.ended, code)
+        too_small = ~accept & (h_next < _H_FLOOR) & (code == RUNNING)
         code = torch.where(too_small, Result.DT_MIN_REACHED, code)
-        code = torch.where(too_small & torch.isnan(e), Result.NONFINITE, code)
+        code = torch.where(too_small & ~decision.finite, Result.NONFINITE, code)
         code = torch.where(~start_finite, Result.NONFINITE, code)
         code = torch.where(done, Result.SUCCESS, code)
         s.status = torch.where(live, code, s.status)
         return evaluations
+
+    def _stuck(self, start_finite: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+        """Rows that cannot accept: D not finite at their start (on a shared grid, at any
+        row's start, so that the grid stays one)."""
+        stuck = ~start_finite & live
+        if self.controller.shared:
+            return stuck.any().expand_as(stuck)
+        return stuck
 
     def _report(
         self, rows: torch.Tensor | None, accept: torch.Tensor, s: _Rows, d_low: torch.Tensor

@@ -191,7 +191,7 @@ def sample_distributed(
     ``samples``, ``score_evals``, ``model_calls``, ``rows_evaluated``, ``accepted``,
     ``rejected`` and ``seconds``.
     """
-    for name in ("generator", "sample_ids", "x_T", "device"):
+    for name in ("seed", "generator", "sample_ids", "x_T", "device"):
         if name in sample_options:
             raise ValueError(f"sample_distributed sets {name} per shard: it cannot be given")
     _check_job(n_samples, shard_size, seed, out, gather, on_shard, fingerprint)
@@ -202,7 +202,7 @@ def sample_distributed(
             score_fn,
             sde,
             (shard.size, *shape),
-            generator=seed,
+            seed=seed,
             sample_ids=shard.ids(device),
             device=device,
             **sample_options,
