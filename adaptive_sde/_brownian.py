@@ -25,6 +25,7 @@ a function of the seed, its sample id and its own queries, never of the rest of 
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Protocol, runtime_checkable
 
@@ -86,6 +87,12 @@ def _put(x: torch.Tensor, rows: torch.Tensor | None, value: torch.Tensor) -> tor
     return x
 
 
+def _replace(x: torch.Tensor, rows: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
+    """A new tensor: ``x`` with ``value`` in ``rows`` (``x`` itself is left alone, so a tensor
+    the register handed out is never changed under its holder)."""
+    return value if rows is None else x.index_put((rows,), value)
+
+
 class BrownianRegister:
     """One Brownian path per sample, each on its own adaptive time grid, reusable on rejection.
 
@@ -100,6 +107,8 @@ class BrownianRegister:
     - ``dtype``, ``device``: of the increments; times are kept in ``time_dtype``.
 
     The attribute ``w`` holds each sample's committed value W(t) - W(t0), shape (batch, m).
+    An increment returned by :meth:`increment` is also the register's record of that interval:
+    read it, do not change it in place.
     """
 
     per_sample = True
@@ -136,58 +145,74 @@ class BrownianRegister:
         self._keys = _random.stream_keys(self.seed, self.sample_ids, _BROWNIAN_TAG)
         self._draws = torch.zeros(batch_size, dtype=torch.int64, device=device)
         self.w = torch.zeros(batch_size, brownian_size, dtype=dtype, device=device)
-        # Pending stack: slot depth-1 is the top (the interval starting at t). Slot k holds the end
-        # time and the increment of an interval; the intervals below the top follow it in time.
+        # Each sample's stack of pending intervals, ``depth`` of them; they follow one another in
+        # time from the top, the interval starting at the sample's t. The top is held densely
+        # (its end, +inf for an empty stack, and its increment), the rest in ``_ends``/``_incs``:
+        # the interval k places below the top at slot depth - 1 - k (slots 1 .. depth - 1). Slot
+        # 0 ends at +inf: popping the last interval makes it the top, an empty one. The slot
+        # ``depth`` belongs to the top and is written freely, so that a query stores the rest of
+        # a split top there with no branch on whether it split. ``_incs`` is (slots * batch, m),
+        # slot-major, so one row's slot is one contiguous row of it.
+        self._rows = torch.arange(batch_size, device=device)
         self._depth = torch.zeros(batch_size, dtype=torch.int64, device=device)
-        self._ends = torch.zeros(batch_size, _INITIAL_DEPTH, dtype=self.time_dtype, device=device)
-        self._incs = torch.zeros(
-            batch_size, _INITIAL_DEPTH, brownian_size, dtype=dtype, device=device
+        self._top_end = torch.full((batch_size,), math.inf, dtype=self.time_dtype, device=device)
+        self._top_inc = torch.zeros(batch_size, brownian_size, dtype=dtype, device=device)
+        self._top_inc_lent = False  # ``_top_inc`` is a tensor ``increment`` returned
+        self._ends = torch.full(
+            (_INITIAL_DEPTH, batch_size), math.inf, dtype=self.time_dtype, device=device
         )
-        # A host-side bound on the stack depth: each query pushes at most one slot, so the stack
-        # grows only when this bound says it might, and the depth is read back only then.
+        self._incs = torch.zeros(
+            _INITIAL_DEPTH * batch_size, brownian_size, dtype=dtype, device=device
+        )
+        # A host-side bound on the stack depth: each query pushes at most one interval, so the
+        # stacks grow only when this bound says they might, and the depth is read back only
+        # then. A bound of 0 before a query or 1 at a commit also lets them skip the slots.
         self._depth_bound = 0
 
     # -- the BrownianSource interface -------------------------------------------------------
 
     def horizon(self, rows: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
-        depth = _take(self._depth, rows)
-        ends = self._slot(self._ends, rows, self._top_slot(depth))
-        return torch.where(depth > 0, ends, torch.full_like(ends, float("inf")))
+        return _take(self._top_end, rows)
 
     def increment(
         self, rows: torch.Tensor | None, t: torch.Tensor, t_next: torch.Tensor
     ) -> torch.Tensor:
         self._reserve_slot()
+        maybe_pending = self._depth_bound > 1  # the bound was above 0 before this query
         depth = _take(self._depth, rows)
-        top = self._top_slot(depth)
-        pending = depth > 0
-        top_end = self._slot(self._ends, rows, top)
-        top_inc = self._slot(self._incs, rows, top)
+        top_end = _take(self._top_end, rows)
+        top_inc = _take(self._top_inc, rows)
 
-        # Cases per row: nothing pending -> a fresh draw N(0, h); t_next inside the top pending
-        # interval [t, e] -> the Brownian bridge N(q dW, q (1 - q) (e - t)), q = h / (e - t);
-        # t_next == e -> the pending increment itself. One normal draw serves the first two.
-        splits = pending & (t_next < top_end)
-        draws = ~pending | splits
-        h = (t_next - t).to(self.dtype)[:, None]
-        length = torch.where(pending, top_end - t, t_next - t).to(self.dtype)[:, None]
-        q = torch.where(pending[:, None], h / length, torch.zeros_like(h))
+        # Per row, the top [t, e] (e = +inf when nothing is pending) and t_next <= e: a split
+        # (t_next < e) draws from the Brownian bridge N(q dW, q (1 - q) (e - t)) with q = h /
+        # (e - t); t_next = e gives q = 1, the pending increment itself; nothing pending gives
+        # q = 0 and N(0, h), a fresh draw. The bridge's variance is written h (1 - q).
+        splits = t_next < top_end  # every row that draws: a split or a fresh draw
+        h = t_next - t
+        q = torch.clamp((h / (top_end - t)).to(self.dtype), max=1)
+        h = h.to(self.dtype)
+        scale = torch.addcmul(h, h, q, value=-1).clamp_(min=0).sqrt_()
         counters = _take(self._draws, rows)
-        z = _random.normals(_take(self._keys, rows), counters, self.brownian_size, self.dtype)
-        # With nothing pending, q = 0 and the variance h make the bridge the fresh draw.
-        variance = torch.where(pending[:, None], q * (1 - q) * length, h)
-        bridged = torch.addcmul(q * top_inc, torch.sqrt(torch.clamp(variance, min=0)), z)
-        dw = torch.where((pending & ~splits)[:, None], top_inc, bridged)
+        keys = _take(self._keys, rows)
+        dw = _random.scaled_normals(keys, counters, self.brownian_size, self.dtype, scale)
+        if maybe_pending:  # else q = 0 in every row, and q dW adds nothing
+            dw = torch.addcmul(dw, top_inc, q[:, None])
 
-        # Refine the stack so that its top is exactly [t, t_next] with increment dw: a split
-        # leaves the remainder [t_next, e] in the old top slot; then [t, t_next] is pushed.
-        self._set_slot(self._incs, rows, top, torch.where(splits[:, None], top_inc - dw, top_inc))
-        new_depth = depth + draws.to(torch.int64)
-        new_top = self._top_slot(new_depth)
-        self._set_slot(self._ends, rows, new_top, t_next.to(self.time_dtype))
-        self._set_slot(self._incs, rows, new_top, dw)
-        self._draws = _put(self._draws, rows, counters + draws.to(torch.int64))
-        self._depth = _put(self._depth, rows, new_depth)
+        # The top becomes [t, t_next] with increment dw. A split leaves the rest [t_next, e] of
+        # the old top pending under it, at the old top's slot: written for every row (for the
+        # others it lands in the top's own slot, or in slot 0 with e = +inf, and is never read).
+        if maybe_pending:
+            index = self._slot_index(rows, depth)
+            self._ends.view(-1).index_put_((index,), top_end)
+            self._incs.index_copy_(0, index, top_inc - dw)
+        self._top_end = _replace(self._top_end, rows, t_next.to(self.time_dtype, copy=True))
+        if rows is None or self._top_inc_lent:
+            self._top_inc = _replace(self._top_inc, rows, dw)
+        else:
+            self._top_inc[rows] = dw
+        self._top_inc_lent = rows is None
+        self._draws = _replace(self._draws, rows, counters + splits)
+        self._depth = _replace(self._depth, rows, depth + splits)
         return dw
 
     def depth_probe(self) -> torch.Tensor:
@@ -199,59 +224,55 @@ class BrownianRegister:
         loop) makes the host-side bound exact, so no read of our own is needed."""
         if probed is not None:
             self._depth_bound = probed
-        elif self._depth_bound + queries >= self._ends.shape[1]:
+        elif self._depth_bound + queries >= self._ends.shape[0]:
             self._depth_bound = int(self._depth.max())  # only when the bound is not enough
-        capacity = self._ends.shape[1]
+        capacity = self._ends.shape[0]
         while self._depth_bound + queries >= capacity:
             capacity *= 2
         self._grow(capacity)
 
     def commit(self, rows: torch.Tensor | None, accepted: torch.Tensor) -> None:
         depth = _take(self._depth, rows)
-        inc = self._slot(self._incs, rows, self._top_slot(depth))
-        w = _take(self.w, rows)
-        self.w = _put(self.w, rows, torch.where(accepted[:, None], w + inc, w))
-        self._depth = _put(self._depth, rows, depth - accepted.to(torch.int64))
+        top_end = _take(self._top_end, rows)
+        top_inc = _take(self._top_inc, rows)
+        # Selections by 0/1 weights (w + 1 * dW, w + 0 * dW = w, and likewise below) are exact
+        # for the finite increments the register holds, and cheaper than torch.where here.
+        taken = accepted.to(self.dtype)[:, None]
+        self.w = _put(self.w, rows, torch.addcmul(_take(self.w, rows), top_inc, taken))
+        depth = torch.add(depth, accepted, alpha=-1)
+        # An accepted row pops its top; the interval under it (slot ``depth``) becomes the top.
+        if self._depth_bound > 1:
+            index = self._slot_index(rows, depth)
+            below_end = self._ends.view(-1).index_select(0, index)
+            below_inc = self._incs.index_select(0, index)
+            kept = torch.addcmul(below_inc * taken, top_inc, 1 - taken)
+            self._top_inc = _replace(self._top_inc, rows, kept)
+            self._top_inc_lent = False
+            new_end = torch.where(accepted, below_end, top_end)
+        else:  # no stack is deeper than 1: every accepted row's stack is now empty
+            new_end = top_end.masked_fill(accepted, math.inf)
+        self._top_end = _replace(self._top_end, rows, new_end)
+        self._depth = _replace(self._depth, rows, depth)
 
     # -- internals --------------------------------------------------------------------------
 
-    @staticmethod
-    def _top_slot(depth: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(depth - 1, min=0)
-
-    @staticmethod
-    def _slot(store: torch.Tensor, rows: torch.Tensor | None, slot: torch.Tensor) -> torch.Tensor:
-        """``store[row, slot[row]]`` for each row; ``store`` is (batch, depth[, m])."""
-        if rows is not None:
-            return store[rows, slot]
-        index = slot.view(-1, 1, *([1] * (store.dim() - 2))).expand(-1, 1, *store.shape[2:])
-        return store.gather(1, index).squeeze(1)
-
-    @staticmethod
-    def _set_slot(
-        store: torch.Tensor, rows: torch.Tensor | None, slot: torch.Tensor, value: torch.Tensor
-    ) -> None:
-        """``store[row, slot[row]] = value[row]`` in place."""
-        if rows is not None:
-            store[rows, slot] = value
-            return
-        index = slot.view(-1, 1, *([1] * (store.dim() - 2))).expand(-1, 1, *store.shape[2:])
-        store.scatter_(1, index, value.unsqueeze(1))
+    def _slot_index(self, rows: torch.Tensor | None, slot: torch.Tensor) -> torch.Tensor:
+        """The flat index of each row's ``slot`` in ``_ends.view(-1)`` and ``_incs``."""
+        return torch.add(self._rows if rows is None else rows, slot, alpha=self.batch_size)
 
     def _reserve_slot(self) -> None:
-        """Make sure every stack has room for one more interval (``reserve`` usually has)."""
+        """Make sure every stack has room for one more interval (``reserve`` usually has) and
+        count it in the bound, which stays an upper bound on every stack's depth."""
+        if self._depth_bound + 1 >= self._ends.shape[0]:
+            self.reserve(1, None)
         self._depth_bound += 1
-        if self._depth_bound < self._ends.shape[1]:
-            return
-        self.reserve(1, None)
 
     def _grow(self, capacity: int) -> None:
-        grow = capacity - self._ends.shape[1]
+        grow = capacity - self._ends.shape[0]
         if grow > 0:
-            self._ends = torch.cat([self._ends, self._ends.new_zeros(self.batch_size, grow)], 1)
-            self._incs = torch.cat(
-                [self._incs, self._incs.new_zeros(self.batch_size, grow, self.brownian_size)], 1
-            )
+            batch, m = self.batch_size, self.brownian_size
+            self._ends = torch.cat([self._ends, self._ends.new_full((grow, batch), math.inf)])
+            self._incs = torch.cat([self._incs, self._incs.new_zeros(grow * batch, m)])
 
 
 class TorchsdeBrownian:

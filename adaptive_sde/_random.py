@@ -153,11 +153,13 @@ def _box_muller(
     angle: torch.Tensor,
     sine: torch.Tensor,
     out: torch.Tensor,
+    scale: torch.Tensor | None,
 ) -> None:
     """Two normals per word of ``words`` (k, pairs), written to ``out`` (k, size): column ``j``
-    is ``r_j cos a_j`` and column ``pairs + j`` is ``r_j sin a_j``. ``words`` must be
-    contiguous; ``scratch`` (int64) and ``radius``, ``angle``, ``sine`` (the working float dtype,
-    contiguous) have its shape and are overwritten."""
+    is ``r_j cos a_j`` and column ``pairs + j`` is ``r_j sin a_j``, both times the row's
+    ``scale`` (k,) if given. ``words`` must be contiguous; ``scratch`` (int64) and ``radius``,
+    ``angle``, ``sine`` (the working float dtype, contiguous) have its shape and are
+    overwritten."""
     k, pairs = words.shape
     half, angle_scale = _constants(radius.dtype)
     # u = (low + 1/2) 2**-32 in (0, 1]: the float rounding of a low word near 2**32 gives 1 at
@@ -165,6 +167,8 @@ def _box_muller(
     torch.bitwise_and(words, _LOW_32, out=scratch)
     torch.add(half, scratch, alpha=_INV_2_32, out=radius)
     radius.log_().mul_(-2.0).sqrt_()
+    if scale is not None:
+        radius.mul_(scale[:, None])
     high = words.view(torch.int32).view(k, pairs, 2)[..., _HIGH_HALF]
     torch.mul(high, angle_scale, out=angle)
     rest = out.shape[1] - pairs  # pairs or pairs - 1 sines
@@ -179,12 +183,26 @@ def normals(
     keys: torch.Tensor, counters: torch.Tensor, size: int, dtype: torch.dtype
 ) -> torch.Tensor:
     """Standard normals of shape (n, size), the ``counter``-th draw of each row's stream."""
+    return scaled_normals(keys, counters, size, dtype, None)
+
+
+def scaled_normals(
+    keys: torch.Tensor,
+    counters: torch.Tensor,
+    size: int,
+    dtype: torch.dtype,
+    scale: torch.Tensor | None,
+) -> torch.Tensor:
+    """:func:`normals` times a per-row ``scale`` of shape (n,) (``None``: 1), the product taken
+    inside the transform (on the radius), which saves a pass over the output."""
     n, device = keys.shape[0], keys.device
     pairs = (size + 1) // 2
     work = torch.float64 if dtype == torch.float64 else torch.float32
     out = torch.empty(n, size, dtype=work, device=device)
     if n == 0 or size == 0:
         return out.to(dtype)
+    if scale is not None:
+        scale = scale.to(work)
     starts = _stream_starts(keys, counters, pairs)
     steps = _word_steps(pairs, device)
     rows = min(_chunk_rows(n, pairs, device), n)
@@ -198,7 +216,8 @@ def normals(
         w = words[:k]
         torch.add(starts[first:last, None], steps, out=w)
         _mix64_(w, scratch[:k])
-        _box_muller(w, scratch[:k], radius[:k], angle[:k], sine[:k], out[first:last])
+        part = None if scale is None else scale[first:last]
+        _box_muller(w, scratch[:k], radius[:k], angle[:k], sine[:k], out[first:last], part)
     return out if work == dtype else out.to(dtype)
 
 

@@ -197,3 +197,119 @@ def test_register_argument_errors():
         BrownianRegister(0, 1)
     with pytest.raises(TypeError, match="seed"):
         BrownianRegister(1, 1, seed="7")
+
+
+class _ReferenceRegister:
+    """The register's semantics, one sample at a time in plain Python: a stack of pending
+    (end, increment) intervals, the top first in time; the same counter-based draws."""
+
+    def __init__(self, batch: int, m: int, seed: int) -> None:
+        self.keys = adaptive_sde._random.stream_keys(
+            seed, torch.arange(batch), adaptive_sde._brownian._BROWNIAN_TAG
+        )
+        self.stacks: list[list[tuple[float, torch.Tensor]]] = [[] for _ in range(batch)]
+        self.draws = [0] * batch
+        self.w = torch.zeros(batch, m, dtype=torch.float64)
+        self.m = m
+
+    def horizon(self, i: int) -> float:
+        return self.stacks[i][-1][0] if self.stacks[i] else math.inf
+
+    def increment(self, i: int, t: float, t_next: float) -> torch.Tensor:
+        stack = self.stacks[i]
+        if stack and t_next >= stack[-1][0]:  # the pending increment itself
+            end, inc = stack.pop()
+            stack.append((t_next, inc))
+            return inc
+        counter = torch.tensor([self.draws[i]])
+        z = adaptive_sde._random.normals(self.keys[i : i + 1], counter, self.m, torch.float64)[0]
+        self.draws[i] += 1
+        if not stack:
+            dw = math.sqrt(t_next - t) * z
+        else:  # the Brownian bridge inside the top [t, end]
+            end, inc = stack.pop()
+            q = (t_next - t) / (end - t)
+            dw = q * inc + math.sqrt(q * (1 - q) * (end - t)) * z
+            stack.append((end, inc - dw))
+        stack.append((t_next, dw))
+        return dw
+
+    def commit(self, i: int, accepted: bool) -> None:
+        if accepted:
+            self.w[i] += self.stacks[i].pop()[1]
+
+
+@pytest.mark.parametrize("sync", [1, 3])
+def test_the_register_follows_the_reference_semantics(sync):
+    # Random steps, rejections (halving the step, so stacks grow deep) and subsets of rows, as
+    # the loop makes them; reserve() gets the probed depth once per block of ``sync`` queries.
+    batch, m = 12, 3
+    gen = torch.Generator().manual_seed(sync)
+    reg = BrownianRegister(batch, m, seed=8, dtype=torch.float64)
+    ref = _ReferenceRegister(batch, m, seed=8)
+    t = torch.zeros(batch, dtype=torch.float64)
+    h = torch.full((batch,), 0.1, dtype=torch.float64)
+    deepest = 0
+    for step in range(300):
+        if step % sync == 0:
+            reg.reserve(sync, int(reg.depth_probe()))
+        if step % 5 == 4:
+            rows = torch.randperm(batch, generator=gen)[: batch // 2]
+        else:
+            rows = None
+        ids = torch.arange(batch) if rows is None else rows
+        t_rows, h_rows = t[ids], h[ids]
+        horizon = reg.horizon(rows, t_rows)
+        assert horizon.tolist() == [ref.horizon(int(i)) for i in ids]
+        t_next = torch.minimum(t_rows + h_rows, horizon)
+        dw = reg.increment(rows, t_rows, t_next)
+        for k, i in enumerate(ids.tolist()):
+            expected = ref.increment(i, float(t_rows[k]), float(t_next[k]))
+            torch.testing.assert_close(dw[k], expected, rtol=1e-10, atol=1e-12)
+        accepted = torch.rand(len(ids), generator=gen) < 0.6
+        reg.commit(rows, accepted)
+        for k, i in enumerate(ids.tolist()):
+            ref.commit(i, bool(accepted[k]))
+        t[ids] = torch.where(accepted, t_next, t_rows)
+        h[ids] = torch.where(accepted, 0.1, h_rows / 2)
+        deepest = max(deepest, max(len(s) for s in ref.stacks))
+        assert int(reg.depth_probe()) == max(len(s) for s in ref.stacks)
+    torch.testing.assert_close(reg.w, ref.w, rtol=1e-10, atol=1e-12)
+    assert deepest > 8  # beyond the initial capacity
+
+
+def test_a_row_alone_draws_the_same_path_bit_for_bit():
+    # The register's skips (no slot traffic while the host knows no stack is pending) depend on
+    # the batch; the path must not.
+    batch, m = 64, 2
+    gen = torch.Generator().manual_seed(0)
+    steps = [(torch.rand(batch, generator=gen) < 0.7) for _ in range(60)]
+    paths = []
+    for ids in (torch.arange(batch), torch.tensor([9])):
+        reg = BrownianRegister(len(ids), m, seed=1, sample_ids=ids, dtype=torch.float32)
+        t = torch.zeros(len(ids))
+        h = torch.full((len(ids),), 0.05)
+        out = []
+        for accepted in steps:
+            accepted = accepted[ids]
+            reg.reserve(1, int(reg.depth_probe()))
+            t_next = torch.minimum(t + h, reg.horizon(None, t))
+            out.append(reg.increment(None, t, t_next).clone())
+            reg.commit(None, accepted)
+            t = torch.where(accepted, t_next, t)
+            h = torch.where(accepted, 0.05, h / 2)
+        paths.append(torch.stack(out, 1))
+    assert torch.equal(paths[1][0], paths[0][9])
+
+
+def test_returned_increments_and_horizons_are_not_changed_later():
+    reg = BrownianRegister(4, 2, seed=0, dtype=torch.float64)
+    t = torch.zeros(4, dtype=torch.float64)
+    horizon = reg.horizon(None, t)
+    dw = reg.increment(None, t, torch.full((4,), 0.5, dtype=torch.float64))
+    kept, kept_horizon = dw.clone(), horizon.clone()
+    reg.commit(None, torch.tensor([False, True, False, True]))
+    rows = torch.tensor([0, 2])
+    reg.increment(rows, t[rows], torch.full((2,), 0.25, dtype=torch.float64))
+    reg.commit(rows, torch.tensor([True, False]))
+    assert torch.equal(dw, kept) and torch.equal(horizon, kept_horizon)

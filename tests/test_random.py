@@ -204,3 +204,16 @@ def test_empty_draws_and_low_precision_dtypes():
     assert z16.dtype == torch.bfloat16
     z32 = _random.normals(keys, counters, 3, torch.float32)
     torch.testing.assert_close(z16.float(), z32, rtol=1e-2, atol=1e-2)
+
+
+def test_scaled_normals_are_the_normals_times_the_row_scale():
+    n = 500
+    keys, counters = _keys(n, seed=2), torch.arange(n)
+    scale = torch.rand(n, dtype=torch.float64)
+    scale[::7] = 0
+    for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-14)):
+        z = _random.normals(keys, counters, 9, dtype)
+        scaled = _random.scaled_normals(keys, counters, 9, dtype, scale)
+        assert scaled.dtype == dtype
+        torch.testing.assert_close(scaled, z * scale.to(dtype)[:, None], rtol=tol, atol=tol)
+        assert torch.all(scaled[::7] == 0)
