@@ -47,7 +47,6 @@ kept and bridged by the Brownian source (Rackauckas & Nie 2017), whatever rule c
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -199,61 +198,70 @@ class StepController:
     # -- the state ---------------------------------------------------------------------------
 
     def start(self, y0: torch.Tensor) -> ControllerState:
-        n = y0.shape[0]
-        state: ControllerState = {
-            "e_prev": torch.ones(n, dtype=torch.float64, device=y0.device),
-            "rejected_last": torch.zeros(n, dtype=torch.bool, device=y0.device),
-        }
+        state: ControllerState = {}
+        if self._history:  # the PI term and the post-rejection cap remember the last steps
+            n = y0.shape[0]
+            state["e_prev"] = torch.ones(n, dtype=torch.float64, device=y0.device)
+            state["rejected_last"] = torch.zeros(n, dtype=torch.bool, device=y0.device)
         if self.tolerance != "conventional":  # the paper's forms need the last EM proposal
             state["y_em_prev"] = y0.detach()
         return state
+
+    @property
+    def _history(self) -> bool:
+        return self.pcoeff > 0 or self.factor_max_after_reject < self.factor_max
 
     # -- the decision ------------------------------------------------------------------------
 
     def adapt(self, attempt: Attempt, state: ControllerState) -> Decision:
         a = attempt
         e = self.error_ratio(a.y, a.y_next, a.y_em, state.get("y_em_prev", a.y_em), a.error)
-        e = torch.where(a.live, e, torch.zeros_like(e))  # a frozen row never rejects a grid
+        e = e.masked_fill(~a.live, 0.0)  # a frozen row never rejects a grid
         e_row = e
-        e_prev, rejected_last = state["e_prev"], state["rejected_last"]
+        e_prev, rejected_last = state.get("e_prev"), state.get("rejected_last")
         if self.shared:
             # One decision, computed once on 0-d tensors and broadcast: computed per row, the
             # power could differ in the last bit between vectorised and scalar kernels, and
             # split the shared grid (the rows' histories are equal).
             e = self._batch(e, a.live)
-            e_prev, rejected_last = e_prev[0], rejected_last[0]
-        finite = ~torch.isnan(e)
-        accept = finite & (e <= 1)
+            if e_prev is not None and rejected_last is not None:
+                e_prev, rejected_last = e_prev[0], rejected_last[0]
+        finite = torch.isfinite(e)
+        accept = e <= 1  # false for NaN
         factor = self.growth(e, e_prev, rejected_last)
         if self.shared:
             e, finite, accept, factor = (v.expand_as(e_row) for v in (e, finite, accept, factor))
-        forced = self._forced(a.h, finite) & ~accept
-        accept = (accept | forced) & ~a.veto & a.live
-        forced = forced & accept
+        forced = None
+        if self.accept_at_dt_min:
+            forced = finite & (a.h <= self.dt_min * (1 + 1e-9)) & ~accept
+            accept = accept | forced
+        accept = accept & ~(a.veto | ~a.live)
+        if forced is not None:
+            forced = forced & accept
         h_next = self.next_step(a.h_taken, a.h, a.clipped, accept, factor)
-        too_small = ~accept & (h_next < self.step_floor(a.t))
+        too_small = (h_next < self.step_floor(a.t)) & ~accept
         if self.accept_at_dt_min:
             # A step at dt_min is accepted whatever its error, but not when it is not finite:
             # then nothing smaller is allowed, and the sample ends (NONFINITE, below).
             too_small |= ~accept & ~finite & (a.h <= self.dt_min * (1 + 1e-9))
-        ended = torch.full(e_row.shape, RUNNING, dtype=torch.int64, device=e_row.device)
-        ended = torch.where(too_small, Result.DT_MIN_REACHED, ended)
+        row_finite = torch.isfinite(e_row)
+        ended = torch.where(too_small, Result.DT_MIN_REACHED, RUNNING)
         if self.shared:  # rows that met the tolerance were stopped by the others
             ended = torch.where(too_small & (e_row <= 1), Result.BATCH_STOPPED, ended)
-        ended = torch.where(too_small & torch.isnan(e_row), Result.NONFINITE, ended)
-        new: ControllerState = {
-            "e_prev": torch.where(accept, e.to(torch.float64), state["e_prev"]),
-            "rejected_last": torch.where(a.live, ~accept, state["rejected_last"]),
-        }
+        ended = torch.where(too_small & ~row_finite, Result.NONFINITE, ended)
+        new: ControllerState = {}
+        if "e_prev" in state:
+            new["e_prev"] = torch.where(accept, e.to(torch.float64), state["e_prev"])
+            new["rejected_last"] = torch.where(a.live, ~accept, state["rejected_last"])
         if "y_em_prev" in state:
             new["y_em_prev"] = torch.where(accept[:, None], a.y_em.detach(), state["y_em_prev"])
         return Decision(
             accept=accept,
-            forced=forced,
+            forced=torch.zeros_like(accept) if forced is None else forced,
             h_next=h_next,
             ended=ended,
             state=new,
-            finite=~torch.isnan(e_row),
+            finite=row_finite,
         )
 
     def error_ratio(
@@ -264,11 +272,11 @@ class StepController:
         y_em_prev: torch.Tensor,
         error: torch.Tensor,
     ) -> torch.Tensor:
-        """The scaled error norm ``E`` of each row (n,); NaN where the proposal is not finite."""
+        """The scaled error norm ``E`` of each row (n,); not finite (NaN or infinity) where the
+        proposal is not: the stepper's ``error`` is not finite wherever ``y_next`` or ``y_em``
+        is not (see :class:`~adaptive_sde.StepResult`), and neither is the scale's ratio."""
         if self.tolerance == "paper":
-            scale = torch.clamp(
-                self.rtol * torch.maximum(y_em_prev.abs(), y_em.abs()), min=self.atol
-            )
+            scale = torch.maximum(y_em_prev.abs(), y_em.abs()).mul_(self.rtol).clamp_(min=self.atol)
         elif self.tolerance == "isotropic":
             # The paper's form with each state's size measured by its RMS over the sample's
             # elements: the same scale for every element, so a rotation of the coordinates
@@ -276,16 +284,13 @@ class StepController:
             size = torch.maximum(_rms(y_em_prev), _rms(y_em))
             scale = torch.clamp(self.rtol * size, min=self.atol)
         else:
-            scale = self.atol + self.rtol * torch.maximum(y.abs(), y_next.abs())
+            scale = torch.maximum(y.abs(), y_next.abs()).mul_(self.rtol).add_(self.atol)
         ratio = error / scale
         if self.norm == "rms":
-            e = ratio.square().mean(dim=1).sqrt()
-        elif self.norm == "max":
-            e = ratio.abs().amax(dim=1)
-        else:
-            e = ratio.square().sum(dim=1).sqrt()
-        finite = torch.isfinite(y_next).all(dim=1) & torch.isfinite(y_em).all(dim=1)
-        return torch.where(finite, e, torch.full_like(e, math.nan))
+            return ratio.square_().mean(dim=1).sqrt_()
+        if self.norm == "max":
+            return ratio.abs_().amax(dim=1)
+        return ratio.square_().sum(dim=1).sqrt_()
 
     def _batch(self, e: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
         """One error ratio (0-d) for a shared grid. NaN propagates: one bad row rejects the
@@ -311,7 +316,7 @@ class StepController:
         if rejected_last is not None and self.factor_max_after_reject < self.factor_max:
             cap = torch.where(rejected_last, self.factor_max_after_reject, self.factor_max)
             growth = torch.minimum(growth, cap.to(growth.dtype))
-        return torch.where(torch.isnan(e), torch.full_like(growth, self.nonfinite_factor), growth)
+        return growth.masked_fill(~torch.isfinite(e), self.nonfinite_factor)
 
     def decide(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(accept, factor)`` per row from the error ratios ``e`` alone (no history: the
@@ -319,14 +324,8 @@ class StepController:
         rows = e
         if self.shared:
             e = e.max()  # NaN propagates: one bad row rejects the shared step
-        accept = ~torch.isnan(e) & (e <= 1)
+        accept = e <= 1  # false for NaN
         return accept.expand_as(rows), self.growth(e).expand_as(rows)
-
-    def _forced(self, h: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
-        """Rows whose step, at ``dt_min``, is accepted whatever its (finite) error."""
-        if not self.accept_at_dt_min:
-            return torch.zeros_like(finite)
-        return finite & (h <= self.dt_min * (1 + 1e-9))
 
     def next_step(
         self,
@@ -374,7 +373,7 @@ class ConstantStepSize:
 
     def adapt(self, attempt: Attempt, state: ControllerState) -> Decision:
         a = attempt
-        finite = torch.isfinite(a.y_next).all(dim=1) & torch.isfinite(a.y_em).all(dim=1)
+        finite = torch.isfinite(a.error).all(dim=1)  # not finite where a proposal is not
         if self.shared:
             finite = (finite | ~a.live).all().expand_as(finite)
         accept = finite & ~a.veto & a.live

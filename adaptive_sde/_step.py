@@ -46,7 +46,9 @@ class StepResult:
     """The outcome of one attempted step, for the rows that were stepped.
 
     ``y_next`` is the state to keep on acceptance (the higher-order ``y_hi`` with extrapolation,
-    ``y_em`` without); ``y_em`` feeds the paper's tolerance; ``error`` is ``y_hi - y_em``;
+    ``y_em`` without); ``y_em`` feeds the paper's tolerance; ``error`` is ``y_hi - y_em``, and
+    not finite wherever ``y_next`` or ``y_em`` is not (the controller's one check of a
+    proposal's finiteness);
     ``start_finite`` is false for rows whose drift or diffusion was not finite at the step's
     start, where no smaller step can help. For additive noise (with ``g`` defined), ``g_start``
     and ``g_end`` are the diffusion at the two stages, ``(t, y)`` and ``(t_next, y + K1)``: the
@@ -145,16 +147,18 @@ class GottaGoFastStep:
             return y + 0.5 * (k1 + h * f2 + g2_v)
 
         y_hi = improved_euler(signs)
+        error = y_hi - y_em  # not finite wherever y_hi or y_em is not
         if not self.extrapolate:
             y_next = y_em
         elif self.decouple_signs:
             y_next = improved_euler(kept_signs)
+            error = error + 0.0 * y_next.detach()  # and wherever the kept result is not
         else:
             y_next = y_hi
         return StepResult(
             y_next=y_next,
             y_em=y_em,
-            error=y_hi - y_em,
+            error=error,
             start_finite=start_finite,
             g_start=g_start.detach() if watch_g and g_start is not None else None,
             g_end=g_end[0] if watch_g else None,

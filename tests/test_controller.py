@@ -81,8 +81,9 @@ def test_decisions_follow_the_error_with_safety_exponent_and_clamps():
 
 def test_non_finite_proposals_are_rejected_with_a_strong_shrink():
     c = StepController(0.1, 0.01)
-    err = torch.tensor([[0.0], [0.0]], dtype=torch.float64)
+    # The stepper's error is y_hi - y_em: not finite wherever a proposal is not.
     y_next = torch.tensor([[1.0], [math.nan]], dtype=torch.float64)
+    err = y_next - torch.ones_like(y_next)
     e = _ratio(c, err, y_next=y_next)
     accept, factor = c.decide(e)
     assert accept.tolist() == [True, False]
@@ -241,7 +242,7 @@ def test_growth_after_a_rejection_is_capped():
 
 
 def test_vetoed_and_frozen_rows_are_never_accepted_and_keep_their_state():
-    c = StepController(0.1, 0.01)
+    c = StepController(0.1, 0.01, pcoeff=0.2)  # a controller with a history
     y0 = torch.ones(3, 1, dtype=torch.float64)
     error = torch.zeros(3, 1, dtype=torch.float64)
     live = torch.tensor([True, True, False])
@@ -254,8 +255,8 @@ def test_vetoed_and_frozen_rows_are_never_accepted_and_keep_their_state():
 
 def test_constant_step_size_accepts_every_finite_step_and_ends_a_non_finite_one():
     c = ConstantStepSize()
-    error = torch.tensor([[1e9], [0.0]], dtype=torch.float64)
     y = torch.tensor([[1.0], [math.nan]], dtype=torch.float64)
+    error = torch.tensor([[1e9], [0.0]], dtype=torch.float64) + 0.0 * y  # NaN where y is
     d = c.adapt(_attempt(error, y=y), c.start(y))
     assert d.accept.tolist() == [True, False]
     assert d.h_next.tolist() == [0.1, 0.1]

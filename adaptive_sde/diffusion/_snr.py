@@ -339,7 +339,7 @@ class SNRSampler:
                     y=s.x,
                     y_next=x_high,
                     y_em=x_low,
-                    error=correction,
+                    error=correction + 0.0 * x_low,  # not finite where x_L is not
                     live=live,
                     veto=self._stuck(start_finite, live),
                 ),
