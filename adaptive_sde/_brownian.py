@@ -191,10 +191,10 @@ class BrownianRegister:
         h = t_next - t
         q = torch.clamp((h / (top_end - t)).to(self.dtype), max=1)
         h = h.to(self.dtype)
-        scale = torch.addcmul(h, h, q, value=-1).clamp_(min=0).sqrt_()
+        variance = torch.addcmul(h, h, q, value=-1).clamp_(min=0)
         counters = _take(self._draws, rows)
         keys = _take(self._keys, rows)
-        dw = _random.scaled_normals(keys, counters, self.brownian_size, self.dtype, scale)
+        dw = _random.scaled_normals(keys, counters, self.brownian_size, self.dtype, variance)
         if maybe_pending:  # else q = 0 in every row, and q dW adds nothing
             dw = torch.addcmul(dw, top_inc, q[:, None])
 

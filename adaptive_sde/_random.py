@@ -65,21 +65,17 @@ _MIX_STEPS = (
     (27, (1 << 37) - 1, _signed(_MUL2)),
     (31, (1 << 33) - 1, None),
 )
-# 0-d CPU tensors, usable as scalars on any device: they fix the dtype an integer tensor is
-# promoted to, where a Python float would promote it to the default dtype.
-_CONSTANTS: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}
+# 2**-33 as 0-d CPU tensors (usable as a scalar on any device) of each float dtype, so that
+# ``torch.add`` can take it as its first argument.
+_HALF_ULPS: dict[torch.dtype, torch.Tensor] = {}
 
 
-def _constants(work: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(2**-33, 2 pi / 2**32)`` as 0-d tensors of dtype ``work``."""
-    pair = _CONSTANTS.get(work)
-    if pair is None:
-        pair = (
-            torch.tensor(0.5 * _INV_2_32, dtype=work),
-            torch.tensor(_TWO_PI * _INV_2_32, dtype=work),
-        )
-        _CONSTANTS[work] = pair
-    return pair
+def _half_ulp(work: torch.dtype) -> torch.Tensor:
+    """``2**-33``, half the step of the 32-bit uniforms, as a 0-d tensor of dtype ``work``."""
+    half = _HALF_ULPS.get(work)
+    if half is None:
+        half = _HALF_ULPS[work] = torch.tensor(0.5 * _INV_2_32, dtype=work)
+    return half
 
 
 def _srl(x: torch.Tensor, shift: int) -> torch.Tensor:
@@ -153,24 +149,23 @@ def _box_muller(
     angle: torch.Tensor,
     sine: torch.Tensor,
     out: torch.Tensor,
-    scale: torch.Tensor | None,
+    variance: torch.Tensor | None,
 ) -> None:
     """Two normals per word of ``words`` (k, pairs), written to ``out`` (k, size): column ``j``
-    is ``r_j cos a_j`` and column ``pairs + j`` is ``r_j sin a_j``, both times the row's
-    ``scale`` (k,) if given. ``words`` must be contiguous; ``scratch`` (int64) and ``radius``,
-    ``angle``, ``sine`` (the working float dtype, contiguous) have its shape and are
+    is ``r_j cos a_j`` and column ``pairs + j`` is ``r_j sin a_j``, times the square root of
+    the row's ``variance`` (k,) if given. ``words`` must be contiguous; ``scratch`` (int64) and
+    ``radius``, ``angle``, ``sine`` (the working float dtype, contiguous) have its shape and are
     overwritten."""
     k, pairs = words.shape
-    half, angle_scale = _constants(radius.dtype)
+    half = _half_ulp(radius.dtype)
     # u = (low + 1/2) 2**-32 in (0, 1]: the float rounding of a low word near 2**32 gives 1 at
-    # most (so a radius of 0), and the smallest u is 2**-33.
+    # most (so a radius of 0), and the smallest u is 2**-33. The radius is sqrt(-2 v log u).
     torch.bitwise_and(words, _LOW_32, out=scratch)
-    torch.add(half, scratch, alpha=_INV_2_32, out=radius)
-    radius.log_().mul_(-2.0).sqrt_()
-    if scale is not None:
-        radius.mul_(scale[:, None])
-    high = words.view(torch.int32).view(k, pairs, 2)[..., _HIGH_HALF]
-    torch.mul(high, angle_scale, out=angle)
+    radius.copy_(scratch)
+    torch.add(half, radius, alpha=_INV_2_32, out=radius).log_()
+    radius.mul_(-2.0 if variance is None else variance[:, None] * -2.0).sqrt_()
+    angle.copy_(words.view(torch.int32).view(k, pairs, 2)[..., _HIGH_HALF])
+    angle.mul_(_TWO_PI * _INV_2_32)
     rest = out.shape[1] - pairs  # pairs or pairs - 1 sines
     if rest:
         torch.sin(angle, out=sine)
@@ -191,18 +186,19 @@ def scaled_normals(
     counters: torch.Tensor,
     size: int,
     dtype: torch.dtype,
-    scale: torch.Tensor | None,
+    variance: torch.Tensor | None,
 ) -> torch.Tensor:
-    """:func:`normals` times a per-row ``scale`` of shape (n,) (``None``: 1), the product taken
-    inside the transform (on the radius), which saves a pass over the output."""
+    """:func:`normals` times the square root of a per-row ``variance`` (n,) (``None``: 1), taken
+    inside the transform (as ``sqrt(-2 variance log u)``), which saves passes over the draw. A
+    variance of 0 gives zeros; it must not be negative."""
     n, device = keys.shape[0], keys.device
     pairs = (size + 1) // 2
     work = torch.float64 if dtype == torch.float64 else torch.float32
     out = torch.empty(n, size, dtype=work, device=device)
     if n == 0 or size == 0:
         return out.to(dtype)
-    if scale is not None:
-        scale = scale.to(work)
+    if variance is not None:
+        variance = variance.to(work)
     starts = _stream_starts(keys, counters, pairs)
     steps = _word_steps(pairs, device)
     rows = min(_chunk_rows(n, pairs, device), n)
@@ -216,7 +212,7 @@ def scaled_normals(
         w = words[:k]
         torch.add(starts[first:last, None], steps, out=w)
         _mix64_(w, scratch[:k])
-        part = None if scale is None else scale[first:last]
+        part = None if variance is None else variance[first:last]
         _box_muller(w, scratch[:k], radius[:k], angle[:k], sine[:k], out[first:last], part)
     return out if work == dtype else out.to(dtype)
 

@@ -213,7 +213,7 @@ def test_scaled_normals_are_the_normals_times_the_row_scale():
     scale[::7] = 0
     for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-14)):
         z = _random.normals(keys, counters, 9, dtype)
-        scaled = _random.scaled_normals(keys, counters, 9, dtype, scale)
+        scaled = _random.scaled_normals(keys, counters, 9, dtype, scale**2)
         assert scaled.dtype == dtype
         torch.testing.assert_close(scaled, z * scale.to(dtype)[:, None], rtol=tol, atol=tol)
         assert torch.all(scaled[::7] == 0)
