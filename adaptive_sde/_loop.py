@@ -54,9 +54,9 @@ class SampleState:
     control: ControllerState  # the controller's per-sample state
     out_index: torch.Tensor  # index into ts of the next output time
     status: torch.Tensor
-    nfe: torch.Tensor
+    nfe: torch.Tensor  # evaluations of the first stage alone (the others: per attempt, below)
     accepted: torch.Tensor
-    rejected: torch.Tensor
+    attempts: torch.Tensor
     forced: torch.Tensor
     dt_smallest: torch.Tensor
     dt_largest: torch.Tensor
@@ -84,7 +84,7 @@ class SampleState:
             status=torch.full((batch,), RUNNING, dtype=torch.int64, device=y0.device),
             nfe=counter(),
             accepted=counter(),
-            rejected=counter(),
+            attempts=counter(),
             forced=counter(),
             dt_smallest=torch.full_like(h0, math.inf),
             dt_largest=torch.zeros_like(h0),
@@ -105,11 +105,13 @@ class SampleState:
                 value = _put(getattr(self, f.name), rows, value)
             setattr(self, f.name, value)
 
-    def stats(self) -> SolveStats:
+    def stats(self, per_attempt: int) -> SolveStats:
+        """The statistics, with ``per_attempt`` evaluations counted for every attempt besides
+        the first stages counted in ``nfe``."""
         return SolveStats(
-            nfe=self.nfe,
+            nfe=self.nfe + per_attempt * self.attempts,
             num_accepted=self.accepted,
-            num_rejected=self.rejected,
+            num_rejected=self.attempts - self.accepted,
             num_forced=self.forced,
             dt_smallest=self.dt_smallest,
             dt_largest=self.dt_largest,
@@ -167,6 +169,16 @@ class Integration:
         # A retry after a rejection reuses the first stage when the SDE gives f and g (with only
         # g_prod the first stage's product depends on the increment, which the retry changes).
         self._keeps_start = stepper.sde.has_g
+        # With one output time after the start, the output is the final state: written once at
+        # the end instead of at every attempt.
+        self._final_only = len(ts) == 2
+        self._forces = bool(getattr(controller, "accept_at_dt_min", False))
+        self._rows: torch.Tensor | None = None
+
+    def _all_rows(self, ys: torch.Tensor) -> torch.Tensor:
+        if self._rows is None:
+            self._rows = torch.arange(ys.shape[1], device=ys.device)
+        return self._rows
 
     def run(
         self,
@@ -227,7 +239,11 @@ class Integration:
                 meter.update(state.t, evaluations)
         finally:
             meter.close()
-        return Solution(ts=ts, ys=ys, stats=state.stats(), dt_next=state.h)
+        if self._final_only:  # every output is the last: the state of the rows that got there
+            done = (state.out_index >= len(ts))[:, None]
+            ys[-1] = torch.where(done, state.y, ys[-1])
+        stages = self.stepper.evaluations_per_step - self._keeps_start
+        return Solution(ts=ts, ys=ys, stats=state.stats(stages), dt_next=state.h)
 
     def _refresh_start(self, s: SampleState, rows: torch.Tensor | None, count: int) -> int:
         """Evaluate the first stage of the ``count`` stale rows of ``s`` (the rows whose state
@@ -269,10 +285,11 @@ class Integration:
         dw = self.brownian.increment(rows, s.t, t_next)
         signs = kept = None
         if self.signs is not None:
-            signs, kept = self.signs.draw(rows, s.accepted, s.accepted + s.rejected)
+            signs, kept = self.signs.draw(rows, s.accepted, s.attempts)
         start = None if s.g1 is None or s.f1 is None else (s.f1, s.g1)
         result = self.stepper.step(s.t, t_next, s.y, dw, signs, start, kept)
         stages = self.stepper.evaluations_per_step - (start is not None)
+        assert start is not None or not self._keeps_start
 
         with torch.no_grad():
             # A drift or diffusion that is not finite where the step starts: no step can help.
@@ -285,10 +302,10 @@ class Integration:
                     h=s.h,
                     h_taken=h_taken,
                     clipped=clipped,
-                    y=s.y.detach(),
-                    y_next=result.y_next.detach(),
-                    y_em=result.y_em.detach(),
-                    error=result.error.detach(),
+                    y=_detached(s.y),
+                    y_next=_detached(result.y_next),
+                    y_em=_detached(result.y_em),
+                    error=_detached(result.error),
                     live=live,
                     veto=stuck | stalled,
                 ),
@@ -300,9 +317,10 @@ class Integration:
 
         y_kept = torch.where(accept[:, None], result.y_next, s.y)
         hit = accept & clipped & (t_next == target)
-        out_rows = torch.arange(ys.shape[1], device=ys.device) if rows is None else rows
-        # In place is safe for autograd: nothing reads the overwritten entries of ys.
-        ys[out_index, out_rows] = torch.where(hit[:, None], y_kept, ys[out_index, out_rows])
+        if not self._final_only:
+            out_rows = self._all_rows(ys) if rows is None else rows
+            # In place is safe for autograd: nothing reads the overwritten entries of ys.
+            ys[out_index, out_rows] = torch.where(hit[:, None], y_kept, ys[out_index, out_rows])
         s.y = y_kept
         with torch.no_grad():
             s.control = decision.state
@@ -310,10 +328,10 @@ class Integration:
                 s.stale = accept
             s.t = torch.where(accept, t_next, s.t)
             s.out_index = s.out_index + hit.to(torch.int64)
-            s.nfe = s.nfe + stages * live.to(torch.int64)
             s.accepted = s.accepted + accept.to(torch.int64)
-            s.rejected = s.rejected + (~accept & live).to(torch.int64)
-            s.forced = s.forced + decision.forced.to(torch.int64)
+            s.attempts = s.attempts + live.to(torch.int64)
+            if self._forces:
+                s.forced = s.forced + decision.forced.to(torch.int64)
             s.dt_smallest = torch.where(
                 accept, torch.minimum(s.dt_smallest, h_taken), s.dt_smallest
             )
@@ -336,15 +354,17 @@ class Integration:
         reasons in ``ended``, then the loop's). On a shared grid, a row that ends only because
         another row failed is ``BATCH_STOPPED``, so that the failure message can name the row
         that caused it."""
-        code = torch.where(
-            s.accepted + s.rejected >= self.max_steps, Result.MAX_STEPS_REACHED, RUNNING
-        )
+        code = torch.where(s.attempts >= self.max_steps, Result.MAX_STEPS_REACHED, RUNNING)
         code = torch.where(ended != RUNNING, ended, code)
         code = torch.where(stalled, Result.NO_PROGRESS, code)
         if not self.per_sample:
             code = torch.where(stuck & ~own_stuck, Result.BATCH_STOPPED, code)
         code = torch.where(own_stuck, Result.NONFINITE, code)
         return torch.where(s.out_index >= len(self.ts), Result.SUCCESS, code)
+
+
+def _detached(x: torch.Tensor) -> torch.Tensor:
+    return x.detach() if x.requires_grad else x
 
 
 def _tell_rows(brownian: BrownianSource, rows: torch.Tensor | None) -> None:
