@@ -121,9 +121,30 @@ def _stream_starts(keys: torch.Tensor, counters: torch.Tensor, width: int) -> to
     return torch.mul(counters.to(torch.int64), _signed(width * _GOLDEN)).add_(keys)
 
 
+# Constant index tensors, kept per (name, size, device): they are never written.
+_CACHE: dict[tuple[str, int, torch.device], torch.Tensor] = {}
+
+
+def _constant(name: str, size: int, device: torch.device) -> torch.Tensor:
+    """``j * GOLDEN`` as int64 (``"steps"``) or ``j`` as int32 (``"shifts"``) for ``j < size``,
+    on ``device``. Kept (small kernels fewer per draw) unless made in compiled code, in
+    inference mode or as a tensor subclass (a fake tensor)."""
+    key = (name, size, device)
+    value = _CACHE.get(key)
+    if value is None:
+        if name == "steps":
+            value = torch.arange(size, device=device, dtype=torch.int64).mul_(_signed(_GOLDEN))
+        else:
+            value = torch.arange(size, device=device, dtype=torch.int32)
+        plain = type(value) is torch.Tensor and not value.is_inference()
+        if plain and not torch.compiler.is_compiling() and len(_CACHE) < 256:
+            _CACHE[key] = value
+    return value
+
+
 def _word_steps(width: int, device: torch.device) -> torch.Tensor:
     """``j * GOLDEN`` for the ``width`` words ``j`` of a draw."""
-    return torch.arange(width, device=device, dtype=torch.int64).mul_(_signed(_GOLDEN))
+    return _constant("steps", width, device)
 
 
 def uniform_words(keys: torch.Tensor, counters: torch.Tensor, width: int) -> torch.Tensor:
@@ -202,10 +223,8 @@ def scaled_normals(
     starts = _stream_starts(keys, counters, pairs)
     steps = _word_steps(pairs, device)
     rows = min(_chunk_rows(n, pairs, device), n)
-    words = torch.empty(rows, pairs, dtype=torch.int64, device=device)
-    scratch = torch.empty_like(words)
-    radius = torch.empty(rows, pairs, dtype=work, device=device)
-    angle, sine = torch.empty_like(radius), torch.empty_like(radius)
+    words, scratch = torch.empty(2, rows, pairs, dtype=torch.int64, device=device)
+    radius, angle, sine = torch.empty(3, rows, pairs, dtype=work, device=device)
     for first in range(0, n, rows):
         last = min(first + rows, n)
         k = last - first
@@ -220,8 +239,17 @@ def scaled_normals(
 def signs(
     keys: torch.Tensor, counters: torch.Tensor, size: int, dtype: torch.dtype
 ) -> torch.Tensor:
-    """Independent random signs (+1 or -1, probability 1/2 each) of shape (n, size): -1 where
-    the top bit of the word is set."""
-    words = uniform_words(keys, counters, size)
-    out = torch.ones(words.shape, dtype=dtype, device=words.device)
-    return out.masked_fill_(words < 0, -1)
+    """Independent random signs (+1 or -1, probability 1/2 each) of shape (n, size), 64 per word
+    of the row's ``counter``-th draw of ``ceil(size / 64)`` words: column ``j`` is -1 where bit
+    ``31 - j % 32`` of 32-bit half ``j // 32`` is set, the halves of word ``k`` being ``2k`` (its
+    low 32 bits) and ``2k + 1`` (its high 32 bits). The bits are read in int32 lanes."""
+    n, device = keys.shape[0], keys.device
+    width = (size + 63) // 64
+    words = uniform_words(keys, counters, width)
+    halves = words.view(torch.int32)  # (n, 2 width), low and high half of each word
+    if _HIGH_HALF == 0:  # big-endian: the high half comes first in memory
+        halves = halves.view(n, width, 2).flip(-1).reshape(n, 2 * width)
+    halves = halves[:, : (size + 31) // 32, None]
+    top = halves << _constant("shifts", min(size, 32), device)  # each bit to the sign bit
+    plus_minus = top.bitwise_right_shift_(31).bitwise_or_(1)  # -1 where it is set, else +1
+    return plus_minus.view(n, -1)[:, :size].to(dtype)

@@ -189,11 +189,29 @@ def test_a_rows_draws_do_not_depend_on_the_batch_or_the_order(monkeypatch):
         assert torch.equal(_random.signs(keys[perm], counters[perm], size, torch.float32), s[perm])
 
 
-def test_signs_are_the_top_bit_of_the_words():
-    keys, counters = _keys(1000, seed=7), torch.arange(1000)
-    words = _random.uniform_words(keys, counters, 3)
-    s = _random.signs(keys, counters, 3, torch.float64)
-    assert torch.equal(s, torch.where(words < 0, -1.0, 1.0).double())
+def test_signs_are_the_bits_of_the_words():
+    keys, counters = _keys(50, seed=7), torch.arange(50)
+    for size in (1, 3, 64, 130):
+        words = _random.uniform_words(keys, counters, (size + 63) // 64)
+        s = _random.signs(keys, counters, size, torch.float64)
+        for i in (0, 17, 49):
+            for j in range(size):
+                word = int(words[i, j // 64]) & ((1 << 64) - 1)
+                half = (word >> (32 * ((j // 32) % 2))) & 0xFFFFFFFF
+                bit = (half >> (31 - j % 32)) & 1
+                assert float(s[i, j]) == (-1.0 if bit else 1.0)
+
+
+def test_signs_are_uncorrelated_across_bits_words_and_counters():
+    n = 50_000
+    keys = _keys(n, seed=9)
+    a = _random.signs(keys, torch.zeros(n, dtype=torch.int64), 70, torch.float64)
+    b = _random.signs(keys, torch.ones(n, dtype=torch.int64), 70, torch.float64)
+    corr = torch.corrcoef(torch.cat([a, b], 1).T)
+    off_diagonal = corr - torch.eye(140, dtype=corr.dtype)
+    # 9660 pairs: the largest of that many N(0, 1/n) correlations stays below 5 / sqrt(n).
+    assert off_diagonal.abs().max() < 5 / math.sqrt(n)
+    assert a.mean(0).abs().max() < 5 / math.sqrt(n)
 
 
 def test_empty_draws_and_low_precision_dtypes():
