@@ -211,8 +211,9 @@ class BrownianRegister:
         else:
             self._top_inc[rows] = dw
         self._top_inc_lent = rows is None
-        self._draws = _replace(self._draws, rows, counters + splits)
-        self._depth = _replace(self._depth, rows, depth + splits)
+        pushed = splits.to(torch.int64)
+        self._draws = _replace(self._draws, rows, counters + pushed)
+        self._depth = _replace(self._depth, rows, depth + pushed)
         return dw
 
     def depth_probe(self) -> torch.Tensor:

@@ -4,7 +4,8 @@ Every random number the solver uses is a pure function of ``(seed, sample id, co
 sample's Brownian path and Roberts signs therefore do not depend on which other samples share its
 batch, on how many rows were active when it was drawn, or on the device: solving a batch and
 solving each of its samples alone give the same result, and a batch split across processes gives
-the same samples as one process.
+the same samples as one process. (The 64-bit words are the same on every device; the normals
+made from them round as the device's ``log``, ``cos`` and ``sin`` do.)
 
 The generator is SplitMix64 (Steele, Lea & Flood, "Fast splittable pseudorandom number
 generators", OOPSLA 2014): the ``i``-th output of stream ``k`` is ``mix64(k + i * GOLDEN)``. Each
@@ -18,18 +19,20 @@ bits, read unsigned, give the radius ``sqrt(-2 log u)`` with ``u = (low + 1/2) /
 32 bits, read signed, give the angle ``2 pi high / 2**32`` in ``[-pi, pi)``, whose cosine and sine
 are the two normals. Both uniforms have 32 bits, for float32 and float64 outputs alike (float64
 outputs are exact functions of the 32-bit uniforms, so they are not finer-grained than that).
+Each word also gives 64 random signs, one per bit.
 
 Why SplitMix64 rather than Philox-4x32-10 (Salmon, Moraes, Dror & Shaw, "Parallel random numbers:
-as easy as 1, 2, 3", SC 2011): in eager PyTorch every integer operation is a pass over memory, and
-Philox's ten rounds of 32x32->64-bit products cost about 100 such passes per four 32-bit words (the
-products need int64 lanes, as PyTorch has no 32-bit multiply-high), against 12 passes per two
-32-bit words for SplitMix64. What made the generator fast was the transform, not the hash: the
-earlier version (same hash) cost 3.9x ``torch.randn`` on one CPU thread for 4096 x 1024 float32
-normals; this one, which mixes in place, splits the word through an int32 view instead of shifts
-and masks, writes into one preallocated output and, on the CPU, works in chunks of rows that fit
-in the cache, costs 1.1-1.4x (1.3-1.8x at 1024 x 64 and 65536 x 16). Inverse-CDF sampling
-(``torch.special.ndtri`` of a uniform) measured slower than all of Box-Muller's log, sqrt, cos and
-sin together.
+as easy as 1, 2, 3", SC 2011): in eager PyTorch every tensor operation is a pass over memory and a
+dispatch, and Philox's ten rounds of 32x32->64-bit products need about 100 int64 passes per four
+32-bit words (PyTorch has no 32-bit multiply-high), against 12 passes per two 32-bit words here.
+What made the generator fast was the rest: it mixes in place, splits each word through an int32
+view, writes into one preallocated output and, on the CPU, works in row chunks that stay in the
+cache. Against ``torch.randn`` of float32 on one CPU thread (medians of interleaved runs on a
+shared 2-core machine, ratios varying by about 0.2 with the load) the earlier version (same hash)
+cost 3.4-3.9x at 4096 x 1024, 2.3x at 1024 x 64 and 2.7x at 65536 x 16; this one 1.2-1.6x, 1.5-1.7x
+and 1.5-1.6x. Tiny draws (64 x 16) are bound by the ~30 kernel dispatches, about 20x ``randn``.
+Inverse-CDF sampling (``torch.special.ndtri`` of a uniform) measured slower than Box-Muller's
+log, sqrt, cos and sin together, and ``torch.polar`` (one kernel for both) is not vectorised.
 """
 
 from __future__ import annotations
