@@ -120,8 +120,9 @@ def stream_keys(seed: int, sample_ids: torch.Tensor, tag: int) -> torch.Tensor:
 
 
 def _stream_starts(keys: torch.Tensor, counters: torch.Tensor, width: int) -> torch.Tensor:
-    """Each row's Weyl-sequence value at its first word, ``key + counter * width * GOLDEN``."""
-    return torch.mul(counters.to(torch.int64), _signed(width * _GOLDEN)).add_(keys)
+    """Each row's Weyl-sequence value at its first word, ``key + counter * width * GOLDEN``
+    (``keys`` and ``counters`` broadcast: one key may serve many counters, or the reverse)."""
+    return torch.mul(counters.to(torch.int64), _signed(width * _GOLDEN)).add(keys)
 
 
 # Constant index tensors, kept per (name, size, device): they are never written.
@@ -215,15 +216,16 @@ def scaled_normals(
     """:func:`normals` times the square root of a per-row ``variance`` (n,) (``None``: 1), taken
     inside the transform (as ``sqrt(-2 variance log u)``), which saves passes over the draw. A
     variance of 0 gives zeros; it must not be negative."""
-    n, device = keys.shape[0], keys.device
+    device = keys.device
     pairs = (size + 1) // 2
+    starts = _stream_starts(keys, counters, pairs)
+    n = starts.shape[0]
     work = torch.float64 if dtype == torch.float64 else torch.float32
     out = torch.empty(n, size, dtype=work, device=device)
     if n == 0 or size == 0:
         return out.to(dtype)
     if variance is not None:
-        variance = variance.to(work)
-    starts = _stream_starts(keys, counters, pairs)
+        variance = variance.to(work).expand(n)
     steps = _word_steps(pairs, device)
     rows = min(_chunk_rows(n, pairs, device), n)
     words, scratch = torch.empty(2, rows, pairs, dtype=torch.int64, device=device)
@@ -246,9 +248,9 @@ def signs(
     of the row's ``counter``-th draw of ``ceil(size / 64)`` words: column ``j`` is -1 where bit
     ``31 - j % 32`` of 32-bit half ``j // 32`` is set, the halves of word ``k`` being ``2k`` (its
     low 32 bits) and ``2k + 1`` (its high 32 bits). The bits are read in int32 lanes."""
-    n, device = keys.shape[0], keys.device
     width = (size + 63) // 64
     words = uniform_words(keys, counters, width)
+    n, device = words.shape[0], words.device
     halves = words.view(torch.int32)  # (n, 2 width), low and high half of each word
     if _HIGH_HALF == 0:  # big-endian: the high half comes first in memory
         halves = halves.view(n, width, 2).flip(-1).reshape(n, 2 * width)

@@ -235,3 +235,20 @@ def test_scaled_normals_are_the_normals_times_the_row_scale():
         assert scaled.dtype == dtype
         torch.testing.assert_close(scaled, z * scale.to(dtype)[:, None], rtol=tol, atol=tol)
         assert torch.all(scaled[::7] == 0)
+
+
+def test_keys_and_counters_broadcast():
+    # One stream's draws at many counters, or one counter for many streams (torchsde's adjoint
+    # solves a state of batch 1 against the forward batch's noise).
+    keys, counters = _keys(6, seed=4), torch.arange(6)
+    one_key, one_counter = keys[2:3], counters[4:5]
+    for draw in (_random.normals, _random.signs):
+        assert torch.equal(
+            draw(one_key, counters, 5, torch.float64),
+            draw(one_key.expand(6), counters, 5, torch.float64),
+        )
+        assert torch.equal(
+            draw(keys, one_counter, 5, torch.float64),
+            draw(keys, one_counter.expand(6), 5, torch.float64),
+        )
+    assert _random.uniform_words(keys, one_counter, 3).shape == (6, 3)
