@@ -206,11 +206,7 @@ class BrownianRegister:
             self._ends.view(-1).index_put_((index,), top_end)
             self._incs.index_copy_(0, index, top_inc - dw)
         self._top_end = _replace(self._top_end, rows, t_next.to(self.time_dtype, copy=True))
-        if rows is None or self._top_inc_lent:
-            self._top_inc = _replace(self._top_inc, rows, dw)
-        else:
-            self._top_inc[rows] = dw
-        self._top_inc_lent = rows is None
+        self._set_top_inc(rows, dw, lent=rows is None)
         pushed = splits.to(torch.int64)
         self._draws = _replace(self._draws, rows, counters + pushed)
         self._depth = _replace(self._depth, rows, depth + pushed)
@@ -247,8 +243,7 @@ class BrownianRegister:
             below_end = self._ends.view(-1).index_select(0, index)
             below_inc = self._incs.index_select(0, index)
             kept = torch.addcmul(below_inc * taken, top_inc, 1 - taken)
-            self._top_inc = _replace(self._top_inc, rows, kept)
-            self._top_inc_lent = False
+            self._set_top_inc(rows, kept, lent=False)
             new_end = torch.where(accepted, below_end, top_end)
         else:  # no stack is deeper than 1: every accepted row's stack is now empty
             new_end = top_end.masked_fill(accepted, math.inf)
@@ -256,6 +251,15 @@ class BrownianRegister:
         self._depth = _replace(self._depth, rows, depth)
 
     # -- internals --------------------------------------------------------------------------
+
+    def _set_top_inc(self, rows: torch.Tensor | None, value: torch.Tensor, lent: bool) -> None:
+        """The top increments of ``rows`` become ``value`` (``lent``: ``value`` itself is kept,
+        and is a tensor handed out); a tensor handed out earlier is replaced, never written."""
+        if rows is None or self._top_inc_lent:
+            self._top_inc = _replace(self._top_inc, rows, value)
+        else:
+            self._top_inc[rows] = value
+        self._top_inc_lent = lent
 
     def _slot_index(self, rows: torch.Tensor | None, slot: torch.Tensor) -> torch.Tensor:
         """The flat index of each row's ``slot`` in ``_ends.view(-1)`` and ``_incs``."""
