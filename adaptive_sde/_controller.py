@@ -129,8 +129,9 @@ class StepController:
     **Arguments** (defaults in :mod:`adaptive_sde._options`): ``rtol`` (1e-2), ``atol`` (1e-3),
     ``tolerance`` (``"paper"``), ``norm`` (``"rms"``), ``batch_error`` (``"max"``: on a shared
     grid every sample must pass; ``"rms"``: one RMS over the batch), ``safety`` (θ, 0.9),
-    ``exponent`` (the integral gain r, 0.9), ``pcoeff`` (the proportional gain, 0: plain
-    I control), ``factor_min`` / ``factor_max`` (the clamp on ``h_next / h``, 0.2 and 10),
+    ``exponent`` (the integral gain r, 0.7), ``pcoeff`` (the proportional gain, 0.2; 0 with
+    ``exponent=0.9`` is the paper's I control), ``factor_min`` / ``factor_max`` (the clamp on
+    ``h_next / h``, 0.2 and 10),
     ``factor_max_after_reject`` (the clamp's upper end for a step accepted right after a
     rejection, 10), ``nonfinite_factor`` (the shrink after a non-finite proposal, 0.1),
     ``dt_min`` (0), ``dt_max`` (inf): bounds on the step; a rejected step that would go below

@@ -143,15 +143,15 @@ CONTROLLER: dict[str, Option] = {
         0.9, "safety factor of the next step, in (0, 1]", _real(0.0, low_open=True, high=1.0)
     ),
     "exponent": Option(
-        0.9,
+        0.7,
         "integral gain: the next step scales with E**-exponent (E the error ratio), > 0",
         _real(0.0, low_open=True),
     ),
     "pcoeff": Option(
-        0.0,
+        0.2,
         "proportional gain (Gustafsson's PI control): the next step also scales with "
         "(E_prev / E)**pcoeff, E_prev the error ratio of the last accepted step; 0 is plain "
-        "I control",
+        "I control, the paper's (with exponent 0.9)",
         _real(0.0),
     ),
     "factor_min": Option(

@@ -205,9 +205,7 @@ def test_spread_matches_the_truth_in_1024_dimensions_at_fewer_evaluations_than_e
     assert spent < 400  # measured 262
     # Euler-Maruyama with about half that budget is measurably off on the same measure: it
     # needs more evaluations for this accuracy (measured: +1.0 % variance at 130 steps).
-    em, _ = sample_euler_maruyama(
-        HIGH_D.score_fn(sde), sde, (n, 1024), steps=spent // 2, seed=1
-    )
+    em, _ = sample_euler_maruyama(HIGH_D.score_fn(sde), sde, (n, 1024), steps=spent // 2, seed=1)
     assert not _spread_ok(HIGH_D, em, k=3.0), component_spread(HIGH_D, em)
 
 

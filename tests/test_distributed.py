@@ -190,14 +190,17 @@ def test_the_sample_gmm_command_under_torchrun(tmp_path):
 
 def test_shards_solve_each_sample_as_one_whole_batch_would():
     # Sample i's noise depends on (seed, i) only: solving in shards of 8 gives what one solve of
-    # all the samples gives (to rounding: a row's place in a batch can change the last bit).
+    # all the samples gives (to rounding: a row's place in a batch can change the last bit of
+    # the controller's powers, E**-r and (E_prev / E)**p, and so of a later step's end, which
+    # moves the solution by up to a few 1e-7 of itself; the decisions, counted in nfe, are the
+    # same).
     y0 = torch.linspace(0.5, 1.5, N_PATHS, dtype=torch.float64)[:, None]
     options = {"rtol": 1e-2, "atol": 1e-3}
     sharded = solve_ensemble(
         GBM_ITO.make_sde(), y0, TS, N_PATHS, seed=4, shard_size=PATH_SHARD, **options
     )
     whole = adaptive_sde.solve(GBM_ITO.make_sde(), y0, TS, seed=4, **options)
-    torch.testing.assert_close(sharded.outputs["ys"], whole.ys, rtol=1e-9, atol=0)
+    torch.testing.assert_close(sharded.outputs["ys"], whole.ys, rtol=1e-6, atol=0)
     assert torch.equal(sharded.outputs["nfe"], whole.stats.nfe)
     assert sharded.stats["nfe"] == whole.stats.total_nfe
     assert sharded.stats["samples"] == N_PATHS and sharded.stats["failed"] == 0

@@ -316,3 +316,12 @@ def test_benchmark_plot_is_legible_at_page_width(
     assert smallest_px >= SMALLEST_TEXT_PX, f"{min(sizes)} pt is {smallest_px:.1f} px on the page"
     assert width_in * figure.dpi >= PAGE_PX  # not blown up from a smaller bitmap
     assert matplotlib.image.imread(png).shape[1] == round(width_in * figure.dpi)
+
+
+def test_the_torchsde_page_lists_every_option_of_the_option_table():
+    from adaptive_sde._torchsde import OPTIONS
+
+    page = (REPO / "docs" / "torchsde.md").read_text()
+    listed = set(re.findall(r"^\| `(\w+)` \|", page, flags=re.M))
+    missing = sorted(set(OPTIONS) - listed)
+    assert not missing, f"docs/torchsde.md's options table lacks {missing}"

@@ -53,8 +53,9 @@ def test_quickstart(tmp_path: Path) -> None:
     for run in ("sdeint", "per_sample"):
         assert r[run]["strong_error"] < 0.05
         assert abs(r[run]["weak_error"]) < 0.02
-    # Per-sample steps are far cheaper than one grid for a batch of 1000 paths.
-    assert r["per_sample"]["nfe_mean"] < r["sdeint"]["nfe_mean"] / 2
+    # One grid for the batch (sdeint): every path the same steps; per-sample: each its own.
+    assert r["sdeint"]["nfe_max"] == r["sdeint"]["nfe_mean"]
+    assert r["per_sample"]["nfe_max"] > 1.5 * r["per_sample"]["nfe_mean"]
 
 
 def test_double_well(tmp_path: Path) -> None:

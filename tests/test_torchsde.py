@@ -348,24 +348,26 @@ def test_backpropagation_matches_finite_differences_on_a_fixed_path():
 
 
 @pytest.mark.parametrize(
-    ("noise_type", "sde_type", "m", "rel"),
+    ("noise_type", "sde_type", "m", "rel", "rtol"),
     [
-        ("diagonal", "stratonovich", 2, 0.02),
-        ("diagonal", "ito", 2, 0.02),
-        ("scalar", "stratonovich", 1, 0.02),
-        ("additive", "ito", 2, 0.02),
-        ("general", "stratonovich", 2, 0.02),
+        ("diagonal", "stratonovich", 2, 0.02, 1e-3),
+        ("diagonal", "ito", 2, 0.02, 1e-3),
+        ("scalar", "stratonovich", 1, 0.02, 1e-3),
+        ("additive", "ito", 2, 0.02, 1e-3),
+        ("general", "stratonovich", 2, 0.02, 1e-3),
         # Itô general noise converges with strong order 1/2 only (Roberts' signs), so the
-        # forward and the backward solve agree less closely at the same tolerance.
-        ("general", "ito", 2, 0.05),
+        # forward and the backward solve agree less closely at the same tolerance: at rtol 1e-3
+        # the gradients differ by 0.02-0.074 of their size over 8 pairs of sign seeds, at 1e-4
+        # by 0.005-0.019.
+        ("general", "ito", 2, 0.05, 1e-4),
     ],
 )
-def test_adjoint_gradients_agree_with_backpropagation(noise_type, sde_type, m, rel):
+def test_adjoint_gradients_agree_with_backpropagation(noise_type, sde_type, m, rel, rtol):
     batch = 16
     bm = brownian_interval(batch, m, seed=5)
     y0 = torch.ones(batch, 2, dtype=torch.float64)
     ts = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
-    kwargs = {"bm": bm, "rtol": 1e-3, "atol": 1e-4, "dt": 0.01, "options": {"seed": 3}}
+    kwargs = {"bm": bm, "rtol": rtol, "atol": rtol / 10, "dt": 0.01, "options": {"seed": 3}}
     sde = Linear(noise_type, sde_type, m)
     ys = torchsde.sdeint(sde, y0, ts, method="gtgf", **kwargs)
     backprop = torch.autograd.grad(ys[-1].sum(), [sde.a, sde.b])
@@ -377,8 +379,8 @@ def test_adjoint_gradients_agree_with_backpropagation(noise_type, sde_type, m, r
             ts,
             method="gtgf",
             adjoint_method="gtgf",
-            adjoint_rtol=1e-3,
-            adjoint_atol=1e-4,
+            adjoint_rtol=rtol,
+            adjoint_atol=rtol / 10,
             adjoint_options={"seed": 4},
             **kwargs,
         )

@@ -203,9 +203,7 @@ def mixture_rows(
         bar.update()
     for steps in (*budgets, EM_REFERENCE_STEPS):
         start = time.perf_counter()
-        x, stats = sample_euler_maruyama(
-            mixture.score_fn(sde), sde, (n, 2), steps=steps, seed=seed
-        )
+        x, stats = sample_euler_maruyama(mixture.score_fn(sde), sde, (n, 2), steps=steps, seed=seed)
         out.append(
             Sampled(
                 "euler-maruyama",

@@ -40,9 +40,17 @@ _EM_TAG = 0x45554C45524D4152  # "EULERMAR"
 # [-1, 1]); in signal-to-noise time the rtol, tolerance form, first and largest step in lambda
 # chosen from `adaptive-sde bench gmm` (docs/diffusion.md has the measurements).
 DEFAULT_ATOL = 0.0078
+_PAPER_CONTROL = {"exponent": 0.9, "pcoeff": 0.0}  # the paper's I control, as measured here
 SAMPLE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "snr": {"rtol": 0.1, "atol": DEFAULT_ATOL, "tolerance": "isotropic", "dt0": 0.1, "dt_max": 1.0},
-    "x": {"rtol": 0.02, "atol": DEFAULT_ATOL, "tolerance": "paper", "dt0": 0.01},
+    "snr": {
+        "rtol": 0.1,
+        "atol": DEFAULT_ATOL,
+        "tolerance": "isotropic",
+        "dt0": 0.1,
+        "dt_max": 1.0,
+        **_PAPER_CONTROL,
+    },
+    "x": {"rtol": 0.02, "atol": DEFAULT_ATOL, "tolerance": "paper", "dt0": 0.01, **_PAPER_CONTROL},
 }
 SNR_WEIGHTS = "gaussian"  # the second stage's weights in signal-to-noise time
 SPACES = ("snr", "x")
