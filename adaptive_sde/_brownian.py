@@ -286,10 +286,14 @@ class TorchsdeBrownian:
 
     torchsde's Brownian objects answer any query ``bm(ta, tb)`` consistently, so re-querying a
     rejected interval is unbiased by construction; this adapter only records the end times of
-    rejected steps so the loop lands on them.
+    rejected steps so the loop lands on them. It keeps them on the device (a stack with its depth)
+    and takes each step's two times on the host from the loop's own read (:attr:`times`, set by
+    the loop, which proposes the step before it reads): a step costs one host read in all, the
+    loop's, instead of one per time and one per decision.
     """
 
     per_sample = False
+    host_times = True  # the loop sets :attr:`times` from its read before each increment
 
     def __init__(self, bm: object) -> None:
         shape = tuple(getattr(bm, "shape", ()))
@@ -299,34 +303,70 @@ class TorchsdeBrownian:
         # Usually the state's batch; torchsde's adjoint solves a state of batch 1 driven by the
         # forward batch's noise, so the two may differ.
         self.batch_size, self.brownian_size = int(shape[0]), int(shape[1])
-        self._pending: list[float] = []  # end times of rejected steps, nearest last
-        self._last_end: float | None = None
+        self.times: tuple[float, float] | None = None
+        self._stack: torch.Tensor | None = None  # end times of rejected steps, nearest at depth-1
+        self._depth: torch.Tensor | None = None  # 0-d int64
+        self._end: torch.Tensor | None = None  # the last queried step's end, 0-d
+
+    def _start(self, t: torch.Tensor, capacity: int = _INITIAL_DEPTH) -> None:
+        stack = torch.full((capacity,), math.inf, dtype=t.dtype, device=t.device)
+        if self._stack is not None:
+            stack[: self._stack.numel()] = self._stack
+        self._stack = stack
+        if self._depth is None:
+            self._depth = torch.zeros((), dtype=torch.int64, device=t.device)
+
+    def _top(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The nearest pending end (``+inf`` when none) and whether there is one, 0-d."""
+        assert self._stack is not None and self._depth is not None
+        index = torch.clamp(self._depth - 1, min=0).reshape(1)
+        top = self._stack.index_select(0, index).reshape(())
+        pending = self._depth > 0
+        return torch.where(pending, top, math.inf), pending
 
     def horizon(self, rows: torch.Tensor | None, t: torch.Tensor) -> torch.Tensor:
-        end = self._pending[-1] if self._pending else float("inf")
-        return torch.full_like(t, end)
+        if self._stack is None:
+            self._start(t)
+        top, _ = self._top()
+        return top.to(t.dtype).expand_as(t)
 
     def increment(
         self, rows: torch.Tensor | None, t: torch.Tensor, t_next: torch.Tensor
     ) -> torch.Tensor:
-        ta, tb = float(t[0]), float(t_next[0])
-        self._last_end = tb
+        if self.times is not None:
+            (ta, tb), self.times = self.times, None
+        else:  # a caller other than the loop: read the times here
+            ta, tb = torch.stack([t[0], t_next[0]]).tolist()
+        if self._stack is None:
+            self._start(t_next)
+        self._end = t_next[0]
         dw = self.bm(ta, tb)  # type: ignore[operator]
         return _take(dw, rows)
 
-    def depth_probe(self) -> None:
-        return None
+    def depth_probe(self) -> torch.Tensor | None:
+        """The stack's depth, for the loop's read (to grow the stack before it can overflow)."""
+        return self._depth
 
     def reserve(self, queries: int, probed: int | None) -> None:
-        """Nothing to prepare: torchsde's Brownian objects take their times on the host."""
+        """Room for ``queries`` more pending ends (one per rejection) beyond the probed depth."""
+        if self._stack is not None and probed is not None:
+            if probed + queries >= self._stack.numel():
+                self._start(self._stack, 2 * (probed + queries))
 
     def commit(self, rows: torch.Tensor | None, accepted: torch.Tensor) -> None:
-        end = self._last_end
-        if bool(accepted.all()):
-            if self._pending and self._pending[-1] == end:
-                self._pending.pop()
-        elif not self._pending or self._pending[-1] != end:
-            self._pending.append(end)  # type: ignore[arg-type]
+        """An accepted step that lands on the nearest pending end pops it; a rejected step
+        pushes its end (once: a retry of the same end does not push it again). On the device."""
+        assert self._stack is not None and self._depth is not None and self._end is not None
+        end = self._end.to(self._stack.dtype)
+        top, pending = self._top()
+        on_top = pending & (top == end)
+        taken = accepted.all()
+        push = ~taken & ~on_top
+        pop = taken & on_top
+        slot = torch.clamp(self._depth, max=self._stack.numel() - 1).reshape(1)
+        kept = self._stack.index_select(0, slot)
+        self._stack = self._stack.index_put((slot,), torch.where(push, end, kept))
+        self._depth = self._depth + push.to(torch.int64) - pop.to(torch.int64)
 
 
 def resolve_seed(seed: int | torch.Generator | None, *, name: str = "seed") -> int:

@@ -173,6 +173,7 @@ class Integration:
         # the end instead of at every attempt.
         self._final_only = len(ts) == 2
         self._forces = bool(getattr(controller, "accept_at_dt_min", False))
+        self._host_times = bool(getattr(brownian, "host_times", False)) and not per_sample
         self._rows: torch.Tensor | None = None
 
     def _all_rows(self, ys: torch.Tensor) -> torch.Tensor:
@@ -216,7 +217,16 @@ class Integration:
                     counts.append((state.stale & running).sum())
                 counts += [] if probe is None else [probe]
                 counts += self._additive.flags()
-                read = torch.stack(counts).tolist()
+                proposal = None
+                if self._host_times:
+                    # A source that takes its times on the host (torchsde's Brownian objects,
+                    # one grid for the batch) gets them from this read: the step is proposed
+                    # first, on the whole batch.
+                    proposal = self._propose(state, None)
+                    counts += [state.t[0], proposal.t_next[0]]
+                read = torch.stack([c.to(torch.float64) for c in counts]).tolist()
+                if self._host_times:
+                    *read, ta, tb = read
                 if self._additive.active and read[-1]:
                     raise ValueError(self._additive.message())
                 n = int(read[0])
@@ -228,13 +238,16 @@ class Integration:
                 rows: torch.Tensor | None = None
                 if n < batch:
                     rows = torch.argsort((~running).to(torch.uint8), stable=True)[:n]
+                    proposal = None  # proposed for the whole batch
+                elif proposal is not None:
+                    self.brownian.times = (ta, tb)  # type: ignore[attr-defined]
                 part = state.take(rows)
                 for k in range(self.sync_every):
                     if keeps:
                         # Inside a block the rows that moved are not known on the host: the
                         # first stage of every row is evaluated again.
                         evaluations += self._refresh_start(part, rows, stale if k == 0 else n)
-                    evaluations += self._attempt(part, rows, ys)
+                    evaluations += self._attempt(part, rows, ys, proposal if k == 0 else None)
                 state.put(rows, part)
                 meter.update(state.t, evaluations)
         finally:
@@ -270,9 +283,10 @@ class Integration:
         s.stale = torch.zeros_like(s.stale)
         return count
 
-    def _attempt(self, s: SampleState, rows: torch.Tensor | None, ys: torch.Tensor) -> int:
-        """Attempt one step for the samples of ``s`` (updated in place) and record outputs;
-        returns the evaluations made."""
+    def _propose(self, s: SampleState, rows: torch.Tensor | None) -> _Proposal:
+        """Where each row's next step ends: its proposal, clipped to land exactly on its next
+        output time and its nearest pending Brownian breakpoint (stretched by up to
+        ``_LANDING_SLACK`` to land there rather than leave a sliver)."""
         # Rows that finished earlier in this block are frozen: they step from t to t (their
         # target is the last output time, which they have reached) and nothing is kept.
         live = s.status == RUNNING
@@ -281,6 +295,25 @@ class Integration:
         limit = torch.minimum(target, self.brownian.horizon(rows, s.t))
         clipped = s.t + (1 + _LANDING_SLACK) * s.h >= limit
         t_next = torch.where(clipped, limit, s.t + s.h)
+        return _Proposal(live, out_index, target, clipped, t_next)
+
+    def _attempt(
+        self,
+        s: SampleState,
+        rows: torch.Tensor | None,
+        ys: torch.Tensor,
+        proposal: _Proposal | None = None,
+    ) -> int:
+        """Attempt one step for the samples of ``s`` (updated in place) and record outputs;
+        returns the evaluations made. ``proposal``: the step's end, if already proposed."""
+        p = self._propose(s, rows) if proposal is None else proposal
+        live, out_index, target, clipped, t_next = (
+            p.live,
+            p.out_index,
+            p.target,
+            p.clipped,
+            p.t_next,
+        )
         stalled = live & (t_next <= s.t)  # t + h rounds to t: no step of this size can advance
         dw = self.brownian.increment(rows, s.t, t_next)
         signs = kept = None
@@ -361,6 +394,18 @@ class Integration:
             code = torch.where(stuck & ~own_stuck, Result.BATCH_STOPPED, code)
         code = torch.where(own_stuck, Result.NONFINITE, code)
         return torch.where(s.out_index >= len(self.ts), Result.SUCCESS, code)
+
+
+@dataclass(frozen=True)
+class _Proposal:
+    """The next step of each row: ``live`` (false for rows frozen inside a block), the index
+    and time of its next output, whether the step was ``clipped`` to land, and its end."""
+
+    live: torch.Tensor
+    out_index: torch.Tensor
+    target: torch.Tensor
+    clipped: torch.Tensor
+    t_next: torch.Tensor
 
 
 def _detached(x: torch.Tensor) -> torch.Tensor:

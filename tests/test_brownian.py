@@ -313,3 +313,24 @@ def test_returned_increments_and_horizons_are_not_changed_later():
     reg.increment(rows, t[rows], torch.full((2,), 0.25, dtype=torch.float64))
     reg.commit(rows, torch.tensor([True, False]))
     assert torch.equal(dw, kept) and torch.equal(horizon, kept_horizon)
+
+
+def test_the_torchsde_adapter_grows_its_stack_of_pending_ends():
+    # Nested rejections push one end each: more than the initial room, read back in order.
+    bm = brownian_interval(1, 1)
+    adapter = TorchsdeBrownian(bm)
+    t = torch.zeros(1, dtype=torch.float64)
+    ends = [0.5**k for k in range(1, 20)]
+    for end in ends:
+        adapter.reserve(
+            1, int(adapter.depth_probe()) if adapter.depth_probe() is not None else None
+        )
+        adapter.increment(None, t, torch.tensor([end], dtype=torch.float64))
+        adapter.commit(None, torch.tensor([False]))
+    assert int(adapter.depth_probe()) == len(ends)
+    for end in reversed(ends):
+        assert float(adapter.horizon(None, t)) == end
+        adapter.increment(None, t, torch.tensor([end], dtype=torch.float64))
+        adapter.commit(None, torch.tensor([True]))
+        t = torch.tensor([end], dtype=torch.float64)
+    assert math.isinf(float(adapter.horizon(None, t)))
