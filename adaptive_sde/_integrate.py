@@ -94,7 +94,9 @@ def solve(
       1e-3, the paper's tolerance ``max(atol, rtol * max(|y_em_prev|, |y_em|))``).
     - ``controller``: a :class:`~adaptive_sde.StepController` or
       :class:`~adaptive_sde.ConstantStepSize` to use instead (then none of the options
-      above may be given).
+      above may be given). With per-sample steps the controller ``solve`` builds limits the
+      growth (``factor_max`` 2, ``factor_max_after_reject`` 1: ``PER_SAMPLE_DEFAULTS`` of
+      :mod:`adaptive_sde._options`, where the measurements are); one given here keeps its own.
     - ``dt0``: the first step (default ``(ts[-1] - ts[0]) / 100``), a number or a tensor of shape
       (batch,) with one first step per sample (such as ``Solution.dt_next`` of an earlier solve;
       with ``per_sample=False`` the batch starts with the smallest of them); with
@@ -262,7 +264,8 @@ def _controller(
         if not adaptive and isinstance(controller, StepController):
             raise ValueError("adaptive=False takes fixed steps: it cannot use a StepController")
         return controller.for_grid(shared=not per_sample)
-    built = StepController(**options, shared=not per_sample)  # checks every option
+    defaults = _options.PER_SAMPLE_DEFAULTS if per_sample else None
+    built = StepController(**options, shared=not per_sample, defaults=defaults)  # checks them
     if not adaptive:  # fixed steps of dt0: the tolerances are checked, and not used
         return ConstantStepSize(shared=not per_sample)
     return built

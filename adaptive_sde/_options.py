@@ -157,11 +157,13 @@ CONTROLLER: dict[str, Option] = {
     "factor_min": Option(
         0.2, "smallest h_next / h, in (0, 1]", _real(0.0, low_open=True, high=1.0)
     ),
-    "factor_max": Option(10.0, "largest h_next / h, >= 1", _real(1.0)),
+    "factor_max": Option(
+        10.0, "largest h_next / h, >= 1 (per-sample steps: 2, PER_SAMPLE_DEFAULTS)", _real(1.0)
+    ),
     "factor_max_after_reject": Option(
         10.0,
         "largest h_next / h of a step accepted just after a rejection, >= 1 (Hairer's "
-        "facmax = 1 after a rejection)",
+        "facmax = 1 after a rejection; per-sample steps: 1)",
         _real(1.0),
     ),
     "nonfinite_factor": Option(
@@ -212,6 +214,16 @@ SOLVE: dict[str, Option] = {
 }
 
 OPTIONS: dict[str, Option] = {**CONTROLLER, **SOLVE}
+
+# With per-sample steps each sample's error estimate is its own noisy draw (for multiplicative
+# noise a chi-square-like variable at every step), so a lucky small estimate grows the step
+# tenfold and the next attempt is rejected. A growth limit of 2, and none right after a
+# rejection, cut the evaluations per sample at strong errors 0.03 / 0.01 on 1024 paths from
+# 3.20 / 3.96 to 1.78 / 1.89 times the best fixed step (Itô GBM), 2.00 / 2.33 to 1.39 / 1.31
+# (Kloeden-Platen sinh), 1.75 / 1.89 to 1.16 / 1.16 (tanh); the scalar-noise GBM, met in four
+# steps from dt0, went from 0.96 / 1.52 to 1.75 / 1.65. The diffusion sampler keeps its own
+# measured defaults (SAMPLE_DEFAULTS).
+PER_SAMPLE_DEFAULTS: dict[str, Any] = {"factor_max": 2.0, "factor_max_after_reject": 1.0}
 
 # Renamed options: old name -> new name. The old names keep working, with a warning.
 RENAMED: dict[str, str] = {"generator": "seed", "h_init": "dt0", "h_max": "dt_max"}

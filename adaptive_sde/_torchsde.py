@@ -292,8 +292,11 @@ def _check_options(options: dict[str, Any]) -> dict[str, Any]:
     the defaults filled in."""
     for name, value in options.items():
         _TABLE[name].check_kind(f"options[{name!r}]", value)
+    defaults = dict(SDEINT_DEFAULTS)
+    if options.get("per_sample"):
+        defaults.update(_options.PER_SAMPLE_DEFAULTS)
     return _options.resolve(
-        options, names=_TABLE, defaults=SDEINT_DEFAULTS, spelled=lambda name: f"options[{name!r}]"
+        options, names=_TABLE, defaults=defaults, spelled=lambda name: f"options[{name!r}]"
     )
 
 

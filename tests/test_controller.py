@@ -13,7 +13,7 @@ import adaptive_sde
 from adaptive_sde import ConstantStepSize, StepController
 from adaptive_sde._bench.problems import GBM_ITO, OU
 from adaptive_sde._controller import Attempt
-from adaptive_sde._options import CONTROLLER
+from adaptive_sde._options import CONTROLLER, PER_SAMPLE_DEFAULTS
 
 
 def _ratio(controller, error, y=None, y_next=None, y_em=None, y_em_prev=None):
@@ -276,7 +276,8 @@ def test_a_controller_object_gives_the_same_solve_as_its_options():
     y0 = GBM_ITO.initial(16)
     options = {"rtol": 0.05, "atol": 0.005, "tolerance": "conventional", "pcoeff": 0.3}
     by_options = adaptive_sde.solve(GBM_ITO.make_sde(), y0, TS, seed=1, **options)
-    controller = StepController(**options)
+    # solve builds a per-sample controller with the per-sample growth limits; so does this one.
+    controller = StepController(**options, defaults=PER_SAMPLE_DEFAULTS)
     by_object = adaptive_sde.solve(GBM_ITO.make_sde(), y0, TS, seed=1, controller=controller)
     assert torch.equal(by_options.ys, by_object.ys)
     assert torch.equal(by_options.stats.nfe, by_object.stats.nfe)
@@ -355,3 +356,17 @@ def test_sdeint_offers_every_sample_passes_as_an_option():
     rms, every = stats
     # The RMS over the batch is below its largest row's ratio: fewer, larger steps.
     assert int(rms.num_steps[0]) < int(every.num_steps[0])
+
+
+def test_per_sample_steps_take_the_per_sample_growth_limits():
+    y0 = GBM_ITO.initial(16)
+    default = adaptive_sde.solve(GBM_ITO.make_sde(), y0, TS, seed=2)
+    explicit = adaptive_sde.solve(GBM_ITO.make_sde(), y0, TS, seed=2, **PER_SAMPLE_DEFAULTS)
+    assert torch.equal(default.ys, explicit.ys)
+    assert torch.equal(default.stats.nfe, explicit.stats.nfe)
+    tenfold = adaptive_sde.solve(GBM_ITO.make_sde(), y0, TS, seed=2, factor_max=10.0)
+    assert not torch.equal(default.stats.nfe, tenfold.stats.nfe)
+    # A shared grid keeps the table's clamp: the batch's error is averaged, not one draw.
+    shared = adaptive_sde.solve(GBM_ITO.make_sde(), y0, TS, seed=2, per_sample=False)
+    same = adaptive_sde.solve(GBM_ITO.make_sde(), y0, TS, seed=2, per_sample=False, factor_max=10.0)
+    assert torch.equal(shared.ys, same.ys)
