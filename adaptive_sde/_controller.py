@@ -53,11 +53,10 @@ from typing import Any, Protocol
 import torch
 
 from adaptive_sde import _options
-from adaptive_sde._solution import Result
+from adaptive_sde._solution import RUNNING, Result
 
 TOLERANCES = _options.TOLERANCES
 NORMS = _options.NORMS
-RUNNING = -1
 
 ControllerState = dict[str, torch.Tensor]  # per-sample tensors, the batch first
 
@@ -217,21 +216,11 @@ class StepController:
     def adapt(self, attempt: Attempt, state: ControllerState) -> Decision:
         a = attempt
         e = self.error_ratio(a.y, a.y_next, a.y_em, state.get("y_em_prev", a.y_em), a.error)
-        e = e.masked_fill(~a.live, 0.0)  # a frozen row never rejects a grid
-        e_row = e
-        e_prev, rejected_last = state.get("e_prev"), state.get("rejected_last")
-        if self.shared:
-            # One decision, computed once on 0-d tensors and broadcast: computed per row, the
-            # power could differ in the last bit between vectorised and scalar kernels, and
-            # split the shared grid (the rows' histories are equal).
-            e = self._batch(e, a.live)
-            if e_prev is not None and rejected_last is not None:
-                e_prev, rejected_last = e_prev[0], rejected_last[0]
+        e_row = e.masked_fill(~a.live, 0.0)  # a frozen row never rejects a grid
+        e, accept, factor = self._decide(
+            e_row, a.live, state.get("e_prev"), state.get("rejected_last")
+        )
         finite = torch.isfinite(e)
-        accept = e <= 1  # false for NaN
-        factor = self.growth(e, e_prev, rejected_last)
-        if self.shared:
-            e, finite, accept, factor = (v.expand_as(e_row) for v in (e, finite, accept, factor))
         forced = None
         if self.accept_at_dt_min:
             forced = finite & (a.h <= self.dt_min * (1 + 1e-9)) & ~accept
@@ -320,13 +309,30 @@ class StepController:
         return growth.masked_fill(~torch.isfinite(e), self.nonfinite_factor)
 
     def decide(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(accept, factor)`` per row from the error ratios ``e`` alone (no history: the
-        pure I controller), as the diffusion sampler in signal-to-noise time uses it."""
+        """``(accept, factor)`` per row from the error ratios ``e`` of a first step (no
+        history), as :meth:`adapt` decides."""
+        _, accept, factor = self._decide(e, torch.ones_like(e, dtype=torch.bool), None, None)
+        return accept, factor
+
+    def _decide(
+        self,
+        e: torch.Tensor,
+        live: torch.Tensor,
+        e_prev: torch.Tensor | None,
+        rejected_last: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(E, accept, factor)`` per row, from the rows' ratios ``e`` and their history. On a
+        shared grid one decision, computed once on 0-d tensors and broadcast: computed per
+        row, the power could differ in the last bit between vectorised and scalar kernels, and
+        split the grid (the rows' histories are equal)."""
         rows = e
         if self.shared:
-            e = e.max()  # NaN propagates: one bad row rejects the shared step
+            e = self._batch(e, live)
+            if e_prev is not None and rejected_last is not None:
+                e_prev, rejected_last = e_prev[0], rejected_last[0]
         accept = e <= 1  # false for NaN
-        return accept.expand_as(rows), self.growth(e).expand_as(rows)
+        factor = self.growth(e, e_prev, rejected_last)
+        return e.expand_as(rows), accept.expand_as(rows), factor.expand_as(rows)
 
     def next_step(
         self,
@@ -391,6 +397,25 @@ class ConstantStepSize:
             state=state,
             finite=finite,
         )
+
+
+def given_controller(controller: Any, kinds: tuple[type, ...], options: dict[str, Any]) -> Any:
+    """``controller`` as an entry point received it (``None``: build one from ``options``),
+    checked: one of ``kinds``, and not beside any of the options it would be built from."""
+    if controller is None:
+        return None
+    if not isinstance(controller, kinds):
+        names = " or ".join(kind.__name__ for kind in kinds)
+        raise TypeError(
+            f"controller must be an adaptive_sde.{names}, got {type(controller).__name__}"
+        )
+    given = sorted(name for name, value in options.items() if value is not None)
+    if given:
+        raise ValueError(
+            "pass the controller's options to the controller, not beside it: got controller= "
+            f"and {', '.join(given)}"
+        )
+    return controller
 
 
 def _rms(y: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from adaptive_sde import _options
 from adaptive_sde._brownian import BrownianRegister, BrownianSource, TorchsdeBrownian, resolve_seed
-from adaptive_sde._controller import ConstantStepSize, StepController
+from adaptive_sde._controller import ConstantStepSize, StepController, given_controller
 from adaptive_sde._loop import Integration
 from adaptive_sde._random import mix64_int
 from adaptive_sde._sde import SDEAdapter
@@ -156,7 +156,6 @@ def solve(
     check_bool("adaptive", adaptive)
     o = _options.resolve(
         {
-            "dt0": None,
             "seed": seed,
             "max_steps": max_steps,
             "extrapolate": extrapolate,
@@ -222,8 +221,7 @@ def solve(
             decoupled=stepper.decouple_signs,
         )
     h = control.first_step(h)
-    if sync_every is None:
-        sync_every = 1 if y0.device.type == "cpu" else 8
+    sync_every = _options.device_sync_every(sync_every, y0.device)
     if isinstance(brownian, TorchsdeBrownian):
         sync_every = 1
     integration = Integration(
@@ -249,18 +247,8 @@ def _controller(
 ) -> StepController | ConstantStepSize:
     """The solve's controller: the one given, or one built from the options (``None``: the
     option table's default); fixed steps with ``adaptive=False``."""
-    given = sorted(name for name, value in options.items() if value is not None)
+    controller = given_controller(controller, (StepController, ConstantStepSize), options)
     if controller is not None:
-        if not isinstance(controller, (StepController, ConstantStepSize)):
-            raise TypeError(
-                "controller must be an adaptive_sde.StepController or ConstantStepSize, got "
-                f"{type(controller).__name__}"
-            )
-        if given:
-            raise ValueError(
-                f"pass the controller's options to the controller, not beside it: got "
-                f"controller= and {', '.join(given)}"
-            )
         if not adaptive and isinstance(controller, StepController):
             raise ValueError("adaptive=False takes fixed steps: it cannot use a StepController")
         return controller.for_grid(shared=not per_sample)

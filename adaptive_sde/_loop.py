@@ -32,10 +32,9 @@ import torch
 from adaptive_sde._brownian import BrownianSource
 from adaptive_sde._controller import Attempt, Controller, ControllerState
 from adaptive_sde._progress import ProgressMeter
-from adaptive_sde._solution import Result, Solution, SolveStats
+from adaptive_sde._solution import RUNNING, Result, Solution, SolveStats
 from adaptive_sde._step import GottaGoFastStep, RobertsSigns, StepResult
 
-RUNNING = -1
 # A step that would end within this fraction of itself short of an output time or a pending
 # Brownian breakpoint is stretched to land on it, rather than leaving a sliver of a step.
 _LANDING_SLACK = 0.01
@@ -94,7 +93,7 @@ class SampleState:
         """The state of ``rows`` (all rows for ``None``)."""
         if rows is None:
             return self
-        return SampleState(**{f.name: _take(getattr(self, f.name), rows) for f in fields(self)})
+        return SampleState(**{f.name: take_rows(getattr(self, f.name), rows) for f in fields(self)})
 
     def put(self, rows: torch.Tensor | None, part: SampleState) -> None:
         """Write back the state of ``rows``; out of place, so that earlier states of ``y`` stay
@@ -102,7 +101,7 @@ class SampleState:
         for f in fields(self):
             value = getattr(part, f.name)
             if rows is not None:
-                value = _put(getattr(self, f.name), rows, value)
+                value = put_rows(getattr(self, f.name), rows, value)
             setattr(self, f.name, value)
 
     def stats(self, per_attempt: int) -> SolveStats:
@@ -120,13 +119,17 @@ class SampleState:
         )
 
 
-def _take(value: Any, rows: torch.Tensor) -> Any:
+def take_rows(value: Any, rows: torch.Tensor) -> Any:
+    """The ``rows`` of a per-sample field: a tensor, a dict of them (a controller's state), or
+    ``None``."""
     if isinstance(value, dict):
         return {k: v[rows] for k, v in value.items()}
     return None if value is None else value[rows]
 
 
-def _put(whole: Any, rows: torch.Tensor, part: Any) -> Any:
+def put_rows(whole: Any, rows: torch.Tensor, part: Any) -> Any:
+    """``whole`` with its ``rows`` replaced by ``part``, out of place (earlier states stay valid
+    for autograd); the same kinds of field as :func:`take_rows`."""
     if isinstance(whole, dict):
         return {k: v.index_put((rows,), part[k]) for k, v in whole.items()}
     return None if whole is None else whole.index_put((rows,), part)

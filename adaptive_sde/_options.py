@@ -225,6 +225,16 @@ OPTIONS: dict[str, Option] = {**CONTROLLER, **SOLVE}
 # measured defaults (SAMPLE_DEFAULTS).
 PER_SAMPLE_DEFAULTS: dict[str, Any] = {"factor_max": 2.0, "factor_max_after_reject": 1.0}
 
+
+def device_sync_every(value: Any, device: torch.device) -> int:
+    """``sync_every`` checked, its default (``None``) depending on the device: 1 on the CPU,
+    where a host read costs nothing and each evaluation it saves counts, 8 elsewhere, where a
+    read stalls the device's queue."""
+    if value is None:
+        return 1 if device.type == "cpu" else 8
+    return check_count("sync_every", value)
+
+
 # Renamed options: old name -> new name. The old names keep working, with a warning.
 RENAMED: dict[str, str] = {"generator": "seed", "h_init": "dt0", "h_max": "dt_max"}
 

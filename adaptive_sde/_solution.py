@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+RUNNING = -1  # the status of a sample still being solved (every Result code is >= 0)
+
 
 class Result(enum.IntEnum):
     """Why a sample's solve ended. Everything but ``SUCCESS`` is a failure.

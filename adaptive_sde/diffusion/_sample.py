@@ -23,10 +23,10 @@ from scipy.integrate import solve_ivp
 
 from adaptive_sde import _options, _random
 from adaptive_sde._brownian import BrownianRegister, resolve_seed
-from adaptive_sde._controller import StepController
+from adaptive_sde._controller import StepController, given_controller
 from adaptive_sde._integrate import solve
 from adaptive_sde._solution import Result, Solution, SolveError, SolveStats, failure_message
-from adaptive_sde._validation import check_bool, check_count, check_state
+from adaptive_sde._validation import check_bool, check_state
 from adaptive_sde.diffusion._adapters import data_prediction_of
 from adaptive_sde.diffusion._forward import ForwardSDE
 from adaptive_sde.diffusion._reverse import ReverseSDE, RowTracker, ScoreCounter, ScoreFn
@@ -223,6 +223,11 @@ def sample(
         norm=norm,
         dt_max=dt_max,
     )
+    o = _options.resolve(
+        {"dt0": dt0, "max_steps": max_steps},
+        names={name: _options.OPTIONS[name] for name in ("dt0", "max_steps")},
+        defaults=SAMPLE_DEFAULTS[space],
+    )
     with _grad_mode(grad):
         return _sample(
             score_fn,
@@ -230,19 +235,13 @@ def sample(
             shape,
             controller=control,
             eps=eps,
-            dt0=_options.resolve(
-                {"dt0": dt0},
-                names={"dt0": _options.OPTIONS["dt0"]},
-                defaults=SAMPLE_DEFAULTS[space],
-            )["dt0"],
+            dt0=o["dt0"],
             denoise=denoise,
             seed=seed,
             sample_ids=sample_ids,
             progress=progress,
             per_sample=per_sample,
-            max_steps=_options.resolve(
-                {"max_steps": max_steps}, names={"max_steps": _options.OPTIONS["max_steps"]}
-            )["max_steps"],
+            max_steps=o["max_steps"],
             dtype=dtype,
             device=device,
             x_T=x_T,
@@ -257,18 +256,9 @@ def sample(
 def _controller(controller: Any, space: str, per_sample: bool, **options: Any) -> StepController:
     """The sampler's controller: the one given, or one built from the options with the
     sampler's defaults (:data:`SAMPLE_DEFAULTS`)."""
-    given = sorted(name for name, value in options.items() if value is not None)
+    controller = given_controller(controller, (StepController,), options)
     if controller is None:
         controller = StepController(**options, defaults=SAMPLE_DEFAULTS[space])
-    elif not isinstance(controller, StepController):
-        raise TypeError(
-            f"controller must be an adaptive_sde.StepController, got {type(controller).__name__}"
-        )
-    elif given:
-        raise ValueError(
-            "pass the controller's options to the controller, not beside it: got controller= "
-            f"and {', '.join(given)}"
-        )
     if space == "snr" and not math.isfinite(controller.dt_max):
         raise ValueError(
             "the controller must bound the step in signal-to-noise time: pass dt_max (sample's "
@@ -323,7 +313,7 @@ def _sample(
             model_dtype=model_dtype,
             model_kwargs=model_kwargs,
             on_accept=on_accept,
-            sync_every=_sync_every(sync_every, x_T.device),
+            sync_every=_options.device_sync_every(sync_every, x_T.device),
         )
     reverse = ReverseSDE(
         sde, score_fn, dims, model_dtype=model_dtype, model_kwargs=model_kwargs, batch=batch
@@ -634,14 +624,6 @@ def _grad_mode(grad: bool) -> contextlib.AbstractContextManager[Any]:
     if not isinstance(grad, bool):
         raise TypeError(f"grad must be True or False, got {type(grad).__name__}")
     return contextlib.nullcontext() if grad else torch.no_grad()
-
-
-def _sync_every(sync_every: int | None, device: torch.device) -> int:
-    """Passes between host reads: 1 on the CPU (a read costs nothing, and each saved evaluation
-    counts), 8 elsewhere (a read stalls the device's queue); as :func:`adaptive_sde.solve`."""
-    if sync_every is None:
-        return 1 if device.type == "cpu" else 8
-    return check_count("sync_every", sync_every)
 
 
 def _check_output(x: torch.Tensor, sampler: str, what: str) -> None:

@@ -40,19 +40,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
 
 import torch
 
 from adaptive_sde._brownian import BrownianRegister
 from adaptive_sde._controller import Attempt, Controller, ControllerState
+from adaptive_sde._loop import put_rows, take_rows
 from adaptive_sde._progress import ProgressMeter
-from adaptive_sde._solution import Result, SolveStats
+from adaptive_sde._solution import RUNNING, Result, SolveStats
 from adaptive_sde.diffusion._forward import ForwardSDE
 from adaptive_sde.diffusion._reverse import ScoreCounter
 
 WEIGHTS = ("trapezoid", "exponential", "matched", "martingale", "gaussian")
-RUNNING = -1
 # A step that would end within this fraction of itself short of the end or of a pending
 # Brownian breakpoint is stretched to land on it (as in the generic loop).
 _LANDING_SLACK = 0.01
@@ -141,26 +140,14 @@ class _Rows:
     def take(self, rows: torch.Tensor | None) -> _Rows:
         if rows is None:
             return self
-        return _Rows(**{f.name: _take(getattr(self, f.name), rows) for f in fields(self)})
+        return _Rows(**{f.name: take_rows(getattr(self, f.name), rows) for f in fields(self)})
 
     def put(self, rows: torch.Tensor | None, part: _Rows) -> None:
         for f in fields(self):
             value = getattr(part, f.name)
             if rows is not None:
-                value = _put(getattr(self, f.name), rows, value)
+                value = put_rows(getattr(self, f.name), rows, value)
             setattr(self, f.name, value)
-
-
-def _take(value: Any, rows: torch.Tensor) -> Any:
-    if isinstance(value, dict):
-        return {k: v[rows] for k, v in value.items()}
-    return value[rows]
-
-
-def _put(whole: Any, rows: torch.Tensor, part: Any) -> Any:
-    if isinstance(whole, dict):
-        return {k: v.index_put((rows,), part[k]) for k, v in whole.items()}
-    return whole.index_put((rows,), part)
 
 
 @dataclass
