@@ -275,12 +275,3 @@ def renamed(old: str, value: Any, new_value: Any, *, stacklevel: int = 3) -> Any
         stacklevel=stacklevel,
     )
     return value
-
-
-def describe(names: Mapping[str, Option], defaults: Mapping[str, Any] | None = None) -> str:
-    """One line per option, ``name (default d): help``, for error messages and docs."""
-    lines = []
-    for name, option in names.items():
-        default = (defaults or {}).get(name, option.default)
-        lines.append(f"{name} (default {default!r}): {option.help}")
-    return "; ".join(lines)
